@@ -1,0 +1,16 @@
+"""Everything Meta-World specific: task lists, protocols, multi-task vector envs, scripted experts."""
+
+from envs.protocols import PROTOCOLS, Protocol, get_protocol
+from envs.tasks import resolve_tasks
+from envs.vector import EpisodeResult, MultiTaskVectorEnv, StepResult, make_vector_env
+
+__all__ = [
+    "PROTOCOLS",
+    "Protocol",
+    "get_protocol",
+    "resolve_tasks",
+    "EpisodeResult",
+    "MultiTaskVectorEnv",
+    "StepResult",
+    "make_vector_env",
+]

@@ -1,0 +1,1 @@
+"""mtrl: a PyTorch framework for multi-task reinforcement learning."""
