@@ -1,10 +1,13 @@
 """Everything Meta-World specific: task lists, protocols, multi-task vector envs, scripted experts."""
 
+from envs.spec import EnvSpec, build_env_spec
 from envs.protocols import PROTOCOLS, Protocol, get_protocol
 from envs.tasks import resolve_tasks
 from envs.vector import EpisodeResult, MultiTaskVectorEnv, StepResult, make_vector_env
 
 __all__ = [
+    "EnvSpec",
+    "build_env_spec",
     "PROTOCOLS",
     "Protocol",
     "get_protocol",

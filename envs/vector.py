@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -51,10 +51,9 @@ class MultiTaskVectorEnv:
     def __init__(
         self,
         task_names: Sequence[str],
-        goals: dict[str, list[Goal]],
+        env_fns: Sequence[Callable[[], gym.Env]],
         protocol: Protocol,
         seed: int,
-        goal_mode: str,
         vectorization: str = "sync",
     ):
         if vectorization not in ("sync", "async"):
@@ -63,19 +62,8 @@ class MultiTaskVectorEnv:
         self.task_ids = np.arange(len(self.task_names), dtype=np.int64)
         self.protocol = protocol
         self.seed = seed
-        factories = [
-            partial(
-                make_task_env,
-                name,
-                goals[name][: protocol.goals_per_task],
-                goal_mode,
-                protocol.horizon,
-                seed + i,
-            )
-            for i, name in enumerate(self.task_names)
-        ]
         vec_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
-        self.vector_env = vec_cls(factories, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        self.vector_env = vec_cls(list(env_fns), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.num_envs = len(self.task_names)
         self.single_action_space = self.vector_env.single_action_space
         self.obs_dim = int(np.prod(self.vector_env.single_observation_space.shape))
@@ -155,4 +143,8 @@ def make_vector_env(
 ) -> MultiTaskVectorEnv:
     """Build the training (goals per protocol.train_goals) or evaluation (protocol.eval_goals) vector env."""
     mode = protocol.eval_goals if evaluation else protocol.train_goals
-    return MultiTaskVectorEnv(task_names, goals, protocol, seed, mode, vectorization)
+    env_fns = [
+        partial(make_task_env, name, goals[name][: protocol.goals_per_task], mode, protocol.horizon, seed + i)
+        for i, name in enumerate(task_names)
+    ]
+    return MultiTaskVectorEnv(task_names, env_fns, protocol, seed, vectorization)

@@ -41,6 +41,10 @@ class SACConfig:
     target_entropy: float | None = None  # None: -|A|
 
     def __post_init__(self) -> None:
+        for key in ("actor_lr", "critic_lr", "alpha_lr", "gamma", "tau", "init_alpha", "log_std_min", "log_std_max"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"agent.{key}={value!r} is not a number")
         checks = {
             "actor_lr": self.actor_lr > 0, "critic_lr": self.critic_lr > 0, "alpha_lr": self.alpha_lr > 0,
             "gamma": 0 <= self.gamma <= 1, "tau": 0 < self.tau <= 1, "init_alpha": self.init_alpha > 0,

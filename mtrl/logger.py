@@ -1,0 +1,60 @@
+"""Run logging: TensorBoard scalars under <run_dir>/tb and a tqdm progress bar in env steps."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+class RunLogger:
+    """TensorBoard writer + progress bar (steps/s, recent success, ETA) + recent per-task episode stats."""
+
+    def __init__(self, run_dir: Path, task_names: Sequence[str], total_steps: int, start_step: int,
+                 progress: bool, window: int = 10):
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+        self.task_names = list(task_names)
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                        disable=not progress, desc="train")
+        self.recent_success = [deque(maxlen=window) for _ in self.task_names]
+        self.recent_return = [deque(maxlen=window) for _ in self.task_names]
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, float(value), step)
+
+    def per_task(self, prefix: str, values: torch.Tensor | np.ndarray | Sequence[float], step: int) -> None:
+        """Log a K-vector as <prefix>/<task> plus its mean as <prefix>/mean."""
+        values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+        for name, value in zip(self.task_names, values):
+            self.writer.add_scalar(f"{prefix}/{name}", value, step)
+        self.writer.add_scalar(f"{prefix}/mean", values.mean(), step)
+
+    def episode(self, task_id: int, ret: float, success: bool, step: int) -> None:
+        """Record one finished training episode."""
+        name = self.task_names[task_id]
+        self.writer.add_scalar(f"train/success/{name}", float(success), step)
+        self.writer.add_scalar(f"train/return/{name}", ret, step)
+        self.recent_success[task_id].append(float(success))
+        self.recent_return[task_id].append(ret)
+
+    def recent_mean_success(self) -> float | None:
+        means = [np.mean(d) for d in self.recent_success if d]
+        return float(np.mean(means)) if means else None
+
+    def advance(self, steps: int) -> None:
+        self.bar.update(steps)
+
+    def show(self, **postfix: float | str) -> None:
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def message(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()

@@ -1,0 +1,198 @@
+"""The online training loop: collect with the actor, store per task, update SAC, evaluate, checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from envs import EnvSpec, build_env_spec
+from envs.vector import MultiTaskVectorEnv
+from mtrl import checkpoint
+from mtrl.agents import SACAgent, SACConfig
+from mtrl.config import check_values, pick_device, rng_states, seed_everything, set_rng_states, to_plain
+from mtrl.errors import UserError
+from mtrl.evaluation import EvalResult, evaluate
+from mtrl.logger import RunLogger
+from mtrl.replay import MultiTaskReplay
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation envs use their own seed stream
+
+
+def build_agent(cfg: DictConfig, spec: EnvSpec, obs_dim: int, act_dim: int) -> SACAgent:
+    """The SAC agent described by cfg.agent and cfg.encoder on the device cfg.device."""
+    agent_cfg = to_plain(cfg.agent)
+    unknown = sorted(set(agent_cfg) - set(SACConfig.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"unknown agent option(s) {', '.join(unknown)}; allowed: {', '.join(SACConfig.__dataclass_fields__)}")
+    return SACAgent(obs_dim, act_dim, spec.task_names, SACConfig(**agent_cfg), to_plain(cfg.encoder),
+                    pick_device(cfg.device))
+
+
+class Trainer:
+    """Owns one run: its envs, agent, replay, logger and the loop; resumable from its checkpoints."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        check_values(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        resume_state = self._load_resume_state()
+        seed_everything(cfg.seed, cfg.torch_threads)
+        self.spec = build_env_spec(to_plain(cfg.env), cfg.seed)
+        self.env = self.spec.make(cfg.seed)
+        self.eval_env: MultiTaskVectorEnv | None = None
+        self.num_tasks = len(self.spec.task_names)
+        self.agent = build_agent(cfg, self.spec, self.env.obs_dim, self.env.act_dim)
+        capacity = max(1, cfg.replay_capacity // self.num_tasks)
+        self.replay = MultiTaskReplay(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim, cfg.seed)
+        self.step = 0
+        self.updates = 0
+        self.update_budget = 0.0
+        self.stop_requested = False
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    # ----- resume ----------------------------------------------------------------------------------
+    def _load_resume_state(self) -> dict[str, Any] | None:
+        if self.cfg.resume is None:
+            return None
+        _, state = checkpoint.load(self.cfg.resume)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        saved_tasks = state["env"]["tasks"]
+        if saved_tasks != self.spec.task_names:
+            raise UserError(f"checkpoint was trained on tasks {saved_tasks}; this config has {self.spec.task_names}")
+        if state["env"]["protocol"]["name"] != self.spec.protocol.name:
+            raise UserError(f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
+                            f"this config has '{self.spec.protocol.name}'")
+        self.agent.load_state_dict(state["agent"])
+        self.step, self.updates, self.update_budget = state["step"], state["updates"], state["update_budget"]
+        set_rng_states(state["rng"])
+        self.env._action_rng.bit_generator.state = state["env_action_rng"]
+        if state.get("replay") is not None:
+            self.replay.load_state_dict(state["replay"])
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "config": to_plain(self.cfg),
+            "env": self.spec.describe(),
+            "dims": {"obs": self.env.obs_dim, "act": self.env.act_dim},
+            "agent": self.agent.state_dict(),
+            "updates": self.updates,
+            "update_budget": self.update_budget,
+            "rng": rng_states(),
+            "env_action_rng": self.env._action_rng.bit_generator.state,
+            "replay": self.replay.state_dict() if self.cfg.save_replay else None,
+        }
+        return checkpoint.save(self.run_dir, self.step, state, self.cfg.keep_checkpoints)
+
+    # ----- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self) -> EvalResult:
+        if self.eval_env is None:
+            self.eval_env = self.spec.make(self.cfg.seed + EVAL_SEED_OFFSET, evaluation=True)
+        episodes = self.cfg.eval_episodes or self.spec.protocol.eval_episodes
+        result = evaluate(lambda o, t: self.agent.act(o, t, deterministic=True), self.eval_env, episodes,
+                          self.cfg.seed + EVAL_SEED_OFFSET)
+        result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
+        return result
+
+    # ----- the loop -------------------------------------------------------------------------------------
+    def _request_stop(self, signum: int, _frame: Any) -> None:
+        if self.stop_requested:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def _learning_ready(self) -> bool:
+        return self.step >= self.cfg.warmup_steps and int(self.replay.sizes.min()) >= self.cfg.batch_size_per_task
+
+    def run(self) -> EvalResult | None:
+        """Train until total_steps (or a signal), evaluating and checkpointing on schedule."""
+        cfg, k = self.cfg, self.num_tasks
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (self.run_dir / "env.json").write_text(json.dumps(self.spec.describe(), indent=2))
+        log = RunLogger(self.run_dir, self.spec.task_names, cfg.total_steps, self.step, cfg.progress)
+        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        counts = np.full(k, cfg.batch_size_per_task)
+        result: EvalResult | None = None
+        last_ckpt = last_eval = -1
+        obs = self.env.reset(seed=cfg.seed + self.step)
+        clock, clock_step, clock_updates = time.perf_counter(), self.step, self.updates
+        metrics: dict[str, Any] = {}
+        try:
+            while self.step < cfg.total_steps and not self.stop_requested:
+                if self.step < cfg.warmup_steps:
+                    actions = self.env.random_actions()
+                else:
+                    actions = self.agent.act(obs, self.env.task_ids, deterministic=False)
+                out = self.env.step(actions)
+                self.replay.add(self.env.task_ids, obs, actions, out.reward, out.next_obs, out.terminated)
+                obs = out.obs
+                before, self.step = self.step, self.step + k
+                for ep in out.episodes:
+                    log.episode(ep.task_id, ep.ret, ep.success, self.step)
+                if out.episodes and (recent := log.recent_mean_success()) is not None:
+                    log.show(success=f"{recent:.2f}")
+                if self._learning_ready():
+                    self.update_budget += cfg.updates_per_step
+                    while self.update_budget >= 1.0:
+                        metrics = self.agent.update(self.replay.sample(counts))
+                        self.updates += 1
+                        self.update_budget -= 1.0
+                log.advance(k)
+                if _crossed(before, self.step, cfg.log_every):
+                    now = time.perf_counter()
+                    log.scalar("perf/env_steps_per_s", (self.step - clock_step) / (now - clock), self.step)
+                    log.scalar("perf/updates_per_s", (self.updates - clock_updates) / (now - clock), self.step)
+                    clock, clock_step, clock_updates = now, self.step, self.updates
+                    for name, values in metrics.items():
+                        log.per_task(f"sac/{name}", values, self.step)
+                if cfg.eval_every and _crossed(before, self.step, cfg.eval_every):
+                    result = self._log_eval(log)
+                    last_eval = self.step
+                if cfg.checkpoint_every and _crossed(before, self.step, cfg.checkpoint_every):
+                    self.save_checkpoint()
+                    last_ckpt = self.step
+            if self.stop_requested:
+                log.message(f"stop requested: checkpoint at step {self.step} in {self.run_dir}")
+            elif last_eval != self.step:
+                result = self._log_eval(log)
+            if last_ckpt != self.step:
+                self.save_checkpoint()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            log.close()
+            self.close()
+        return result
+
+    def _log_eval(self, log: RunLogger) -> EvalResult:
+        result = self.evaluate()
+        log.per_task("eval/success", [t.success_rate for t in result.tasks], self.step)
+        log.per_task("eval/return", [t.mean_return for t in result.tasks], self.step)
+        log.message(f"step {self.step}: eval mean success {result.mean_success:.3f} ({result.protocol} protocol)")
+        return result
+
+    def close(self) -> None:
+        self.env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]."""
+    return every > 0 and after // every > before // every
+
+
+def train(cfg: DictConfig, run_dir: Path) -> EvalResult | None:
+    """Build a trainer from the config and run it."""
+    return Trainer(cfg, run_dir).run()
+
+
+__all__ = ["Trainer", "train", "build_agent"]

@@ -1,0 +1,42 @@
+"""Shared fixtures: composed Hydra configs and small real Meta-World specs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import mtrl.config  # noqa: F401  (registers the run-directory resolver)
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose configs/<name>.yaml with Hydra overrides, as the entry points do."""
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def smoke_config(run_dir: Path, *overrides: str) -> DictConfig:
+    return compose_config("train", ["experiment=smoke", f"run_dir={run_dir}", "progress=false", *overrides])
+
+
+def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run train.py / evaluate.py as a user would, from the repository root."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture(scope="session")
+def two_task_spec():
+    """The smoke tasks under the mtrl protocol (goal seed 0)."""
+    from envs import build_env_spec
+
+    return build_env_spec({"tasks": ["reach-v3", "drawer-close-v3"], "protocol": "mtrl"}, seed=0)

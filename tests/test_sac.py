@@ -1,0 +1,87 @@
+"""Multi-task SAC: loss shapes, parameter updates, the tanh-Gaussian log-probability, targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.agents import SACAgent, SACConfig
+from mtrl.errors import UserError
+from mtrl.replay import MultiTaskReplay
+
+K, OBS, ACT = 3, 39, 4
+
+
+def _agent(**kw) -> SACAgent:
+    torch.manual_seed(0)
+    return SACAgent(OBS, ACT, [f"t{i}" for i in range(K)], SACConfig(hidden_sizes=[64, 64], **kw),
+                    {"name": "onehot"}, torch.device("cpu"))
+
+
+def _batch(per_task=16):
+    rng = np.random.default_rng(0)
+    replay = MultiTaskReplay(K, 100, OBS, ACT, seed=0)
+    for _ in range(50):
+        replay.add(np.arange(K), rng.normal(size=(K, OBS)), rng.uniform(-1, 1, (K, ACT)), rng.uniform(0, 1, K),
+                   rng.normal(size=(K, OBS)), np.zeros(K))
+    return replay.sample(np.full(K, per_task))
+
+
+def test_update_returns_per_task_vectors_and_changes_parameters():
+    agent = _agent()
+    before = [p.clone() for p in [*agent.actor.parameters(), *agent.critic.parameters()]]
+    target_before = [p.clone() for p in agent.critic_target.parameters()]
+    metrics = agent.update(_batch())
+    for name in ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy"):
+        assert metrics[name].shape == (K,) and torch.isfinite(metrics[name]).all()
+    after = [*agent.actor.parameters(), *agent.critic.parameters()]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after))
+    # Polyak: target moved by exactly tau towards the new critic.
+    for old, new, online in zip(target_before, agent.critic_target.parameters(), agent.critic.parameters()):
+        torch.testing.assert_close(new, old + 0.005 * (online - old))
+    assert (metrics["alpha"] != 1.0).all()
+
+
+def test_critic_loss_falls_on_a_fixed_batch():
+    agent = _agent(critic_lr=1e-3)
+    batch = _batch()
+    first = agent.update(batch)["critic_loss"].mean()
+    for _ in range(60):
+        last = agent.update(batch)["critic_loss"].mean()
+    assert last < 0.5 * first
+
+
+def test_log_prob_matches_torch_distributions():
+    agent = _agent()
+    obs = torch.randn(10, OBS)
+    tasks = torch.arange(10) % K
+    noise = torch.randn(10, ACT)
+    action, log_prob = agent.sample_action(None, obs, tasks, noise)
+    mean, log_std = agent._policy(None, obs, tasks)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()]
+    )
+    torch.testing.assert_close(log_prob, dist.log_prob(action).sum(-1), atol=1e-3, rtol=1e-4)
+    assert action.abs().max() < 1
+
+
+def test_losses_are_per_task_and_reducer_is_pluggable():
+    agent = _agent()
+    seen = []
+    agent.critic_reducer = lambda losses: (seen.append(losses.detach().clone()), losses.sum())[1]
+    agent.update(_batch())
+    assert seen and seen[0].shape == (K,)
+
+
+def test_terminal_transitions_do_not_bootstrap():
+    agent = _agent()
+    batch = _batch()
+    batch.terminated[:] = 1.0
+    torch.testing.assert_close(agent.critic_targets(batch), batch.reward)
+
+
+@pytest.mark.parametrize("key,value", [("gamma", 1.5), ("tau", 0.0), ("actor_lr", -1.0)])
+def test_bad_hyperparameters_are_rejected(key, value):
+    with pytest.raises(UserError, match=f"agent.{key}={value}"):
+        SACConfig(**{key: value})
