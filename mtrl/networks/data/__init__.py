@@ -1,0 +1,1 @@
+"""Data files shipped with mtrl.networks (task descriptions and their embeddings)."""
