@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,17 @@ class RunLogger:
         for name, value in zip(self.task_names, values):
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
         self.writer.add_scalar(f"{prefix}/mean", values.mean(), step)
+
+    def balancer(self, diagnostics: dict[str, dict[str, Any]], step: int) -> None:
+        """Task weights, gradient norms, mean cosine, conflicting-pair fraction and the K x K cosine image."""
+        for net, stats in diagnostics.items():
+            if stats["weights"] is not None:
+                self.per_task(f"balancer/{net}/weight", stats["weights"], step)
+            self.per_task(f"balancer/{net}/grad_norm", stats["norms"], step)
+            self.scalar(f"balancer/{net}/mean_cosine", stats["mean_cosine"], step)
+            self.scalar(f"balancer/{net}/conflict_fraction", stats["conflict_fraction"], step)
+            image = ((stats["cosine"].float() + 1.0) / 2.0).unsqueeze(0)  # [-1, 1] -> [0, 1], CHW
+            self.writer.add_image(f"balancer/{net}/cosine", image, step)
 
     def episode(self, task_id: int, ret: float, success: bool, step: int) -> None:
         """Record one finished training episode."""

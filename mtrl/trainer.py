@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs import EnvSpec, build_env_spec
 from envs.vector import MultiTaskVectorEnv
-from mtrl import checkpoint
+from mtrl import balancers, checkpoint
 from mtrl.agents import SACAgent, SACConfig
 from mtrl.config import check_values, pick_device, rng_states, seed_everything, set_rng_states, to_plain
 from mtrl.errors import UserError
@@ -30,8 +30,34 @@ def build_agent(cfg: DictConfig, spec: EnvSpec, obs_dim: int, act_dim: int) -> S
     unknown = sorted(set(agent_cfg) - set(SACConfig.__dataclass_fields__))
     if unknown:
         raise UserError(f"unknown agent option(s) {', '.join(unknown)}; allowed: {', '.join(SACConfig.__dataclass_fields__)}")
-    return SACAgent(obs_dim, act_dim, spec.task_names, SACConfig(**agent_cfg), to_plain(cfg.encoder),
-                    pick_device(cfg.device))
+    agent = SACAgent(obs_dim, act_dim, spec.task_names, SACConfig(**agent_cfg), network_encoder(cfg, "actor"),
+                     pick_device(cfg.device), critic_encoder=network_encoder(cfg, "critic"))
+    agent.set_balancers(*build_balancers(to_plain(cfg.balancer), agent.num_tasks))
+    return agent
+
+
+def network_encoder(cfg: DictConfig, network: str) -> dict[str, Any]:
+    """The encoder of `network` (actor or critic): `<network>.encoder` with its options, else the `encoder` group."""
+    chosen = OmegaConf.select(cfg, f"{network}.encoder")
+    if chosen is None:
+        return to_plain(cfg.encoder)
+    options = to_plain(OmegaConf.select(cfg, f"{network}.encoder_options")) or {}
+    return {"name": chosen, **options}
+
+
+def build_balancers(balancer_cfg: dict[str, Any], num_tasks: int) -> tuple[balancers.Balancer, balancers.Balancer]:
+    """(critic, actor) balancers: the configured method on the losses named in apply_to, uniform elsewhere."""
+    options = {k: v for k, v in balancer_cfg.items() if k not in ("name", "apply_to")}
+    apply_to = balancer_cfg.get("apply_to", ["critic", "actor"])
+    if isinstance(apply_to, str):
+        apply_to = [apply_to]
+    wrong = sorted(set(apply_to) - {"critic", "actor"})
+    if wrong:
+        raise UserError(f"balancer.apply_to has {', '.join(map(str, wrong))}; allowed: critic, actor")
+    name = balancer_cfg["name"]
+    balancers.make(name, num_tasks, **options)  # validate even when applied to nothing
+    return tuple(balancers.make(name, num_tasks, **options) if part in apply_to else balancers.make("uniform", num_tasks)
+                 for part in ("critic", "actor"))
 
 
 class Trainer:
@@ -125,6 +151,7 @@ class Trainer:
         obs = self.env.reset(seed=cfg.seed + self.step)
         clock, clock_step, clock_updates = time.perf_counter(), self.step, self.updates
         metrics: dict[str, Any] = {}
+        batch = None
         try:
             while self.step < cfg.total_steps and not self.stop_requested:
                 if self.step < cfg.warmup_steps:
@@ -142,7 +169,8 @@ class Trainer:
                 if self._learning_ready():
                     self.update_budget += cfg.updates_per_step
                     while self.update_budget >= 1.0:
-                        metrics = self.agent.update(self.replay.sample(counts))
+                        batch = self.replay.sample(counts)
+                        metrics = self.agent.update(batch)
                         self.updates += 1
                         self.update_budget -= 1.0
                 log.advance(k)
@@ -153,6 +181,8 @@ class Trainer:
                     clock, clock_step, clock_updates = now, self.step, self.updates
                     for name, values in metrics.items():
                         log.per_task(f"sac/{name}", values, self.step)
+                    if batch is not None:
+                        log.balancer(self.agent.diagnostics(batch), self.step)
                 if cfg.eval_every and _crossed(before, self.step, cfg.eval_every):
                     result = self._log_eval(log)
                     last_eval = self.step

@@ -66,12 +66,19 @@ def test_log_prob_matches_torch_distributions():
     assert action.abs().max() < 1
 
 
-def test_losses_are_per_task_and_reducer_is_pluggable():
+def test_uniform_balancer_is_the_mean_of_task_losses():
     agent = _agent()
-    seen = []
-    agent.critic_reducer = lambda losses: (seen.append(losses.detach().clone()), losses.sum())[1]
-    agent.update(_batch())
-    assert seen and seen[0].shape == (K,)
+    batch = _batch().to("cpu")
+    target = agent.critic_targets(batch)
+    params = dict(agent.critic.named_parameters())
+    inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids, "target": target}
+    losses = agent.critic_objective.backward(agent.critic_sample_loss, inputs, batch.counts)
+    assert losses.shape == (K,)
+    got = [p.grad.clone() for p in params.values()]
+    agent.critic.zero_grad()
+    agent.critic_sample_loss(params, **inputs).mean().backward()  # equal chunks: mean of means = mean
+    for g, p in zip(got, params.values()):
+        torch.testing.assert_close(g, p.grad)
 
 
 def test_terminal_transitions_do_not_bootstrap():

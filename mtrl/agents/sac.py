@@ -2,7 +2,8 @@
 
 Every loss is computed per sample by a pure function of the network parameters (so per-task
 gradients can be taken with `torch.func`), then averaged within each task to a K-vector. Turning
-those K-vectors into parameter gradients is the job of the pluggable reducer (default: the mean).
+those K-vectors into parameter gradients is the job of a `BalancedObjective` per network (the
+default balancer, `uniform`, is the mean over tasks).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from mtrl import balancers
+from mtrl.balancers.objective import BalancedObjective, task_mean
 from mtrl.errors import UserError
 from mtrl.networks import make_network
 from mtrl.replay import Batch
-
-Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -59,13 +60,6 @@ class SACConfig:
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
 
 
-def task_mean(values: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """Average per-sample values within each task: (B,) -> (K,); tasks absent from the batch get 0."""
-    sums = values.new_zeros(num_tasks).index_add(0, task_ids, values)
-    counts = values.new_zeros(num_tasks).index_add(0, task_ids, torch.ones_like(values))
-    return sums / counts.clamp(min=1.0)
-
-
 class TwinQ(nn.Module):
     """Two independent Q networks over (obs, action) with the same task conditioning."""
 
@@ -82,30 +76,35 @@ class SACAgent:
     """Networks, optimisers and per-task losses of multi-task SAC."""
 
     def __init__(self, obs_dim: int, act_dim: int, task_names: list[str], config: SACConfig,
-                 encoder: dict[str, Any], device: torch.device):
+                 encoder: dict[str, Any], device: torch.device, critic_encoder: dict[str, Any] | None = None):
+        """`encoder` ({"name": ..., **options}) conditions the actor, and the critics unless `critic_encoder` is given."""
         self.config = config
         self.num_tasks = len(task_names)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = device
-        options = {k: v for k, v in encoder.items() if k != "name"}
 
-        def net(in_dim: int, out_dim: int) -> nn.Module:
+        def net(spec: dict[str, Any], in_dim: int, out_dim: int) -> nn.Module:
+            options = {k: v for k, v in spec.items() if k != "name"}
             try:
-                return make_network(encoder["name"], in_dim, out_dim, self.num_tasks, config.hidden_sizes,
+                return make_network(spec["name"], in_dim, out_dim, self.num_tasks, config.hidden_sizes,
                                     task_names=task_names, **options)
             except ValueError as err:
                 raise UserError(f"encoder: {err}") from None
 
-        self.actor = net(obs_dim, 2 * act_dim).to(device)
-        self.critic = TwinQ(lambda: net(obs_dim + act_dim, 1)).to(device)
+        self.actor = net(encoder, obs_dim, 2 * act_dim).to(device)
+        self.critic = TwinQ(lambda: net(critic_encoder or encoder, obs_dim + act_dim, 1)).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.full((self.num_tasks,), math.log(config.init_alpha), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim) if config.target_entropy is None else float(config.target_entropy)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
-        self.critic_reducer: Reducer = torch.mean
-        self.actor_reducer: Reducer = torch.mean
+        self.set_balancers(balancers.make("uniform", self.num_tasks), balancers.make("uniform", self.num_tasks))
+
+    def set_balancers(self, critic: balancers.Balancer, actor: balancers.Balancer) -> None:
+        """Choose how the critic's and the actor's per-task losses are combined into one update."""
+        self.critic_objective = BalancedObjective(critic, self.critic, self.num_tasks)
+        self.actor_objective = BalancedObjective(actor, self.actor, self.num_tasks)
 
     # ----- acting -----------------------------------------------------------------------------
     def _policy(self, params: dict[str, torch.Tensor] | None, obs: torch.Tensor, task_ids: torch.Tensor):
@@ -126,6 +125,17 @@ class SACAgent:
     @torch.no_grad()
     def act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
         """Actions for a batch of observations: the tanh of the mean, or a sample."""
+        if self.device.type != "cpu":
+            return self._act(obs, task_ids, deterministic)
+        # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._act(obs, task_ids, deterministic)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         tasks_t = torch.as_tensor(task_ids, dtype=torch.long, device=self.device)
         if deterministic:
@@ -152,54 +162,72 @@ class SACAgent:
         return (q1 - target).pow(2) + (q2 - target).pow(2)
 
     def actor_sample_loss(self, params: dict[str, torch.Tensor], obs: torch.Tensor, task_ids: torch.Tensor,
-                          noise: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """alpha_task log pi(a|s) - min Q(s, a) per sample (critics frozen), and the log-probabilities."""
+                          noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """alpha_task log pi(a|s) - min Q(s, a) per sample, with the critics frozen."""
         action, log_prob = self.sample_action(params, obs, task_ids, noise)
-        q1, q2 = functional_call(self.critic, self.frozen_critic_params(), (obs, action, task_ids))
-        return alpha * log_prob - torch.min(q1, q2), log_prob
-
-    def frozen_critic_params(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.critic.named_parameters()}
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        q1, q2 = functional_call(self.critic, frozen, (obs, action, task_ids))
+        return alpha * log_prob - torch.min(q1, q2)
 
     # ----- the update ---------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC update (critic, actor, temperatures, targets); returns per-task K-vectors of metrics."""
         batch = batch.to(self.device)
-        k = self.num_tasks
-        target = self.critic_targets(batch)
-        critic_params = dict(self.critic.named_parameters())
-        critic_losses = task_mean(
-            self.critic_sample_loss(critic_params, batch.obs, batch.action, batch.task_ids, target), batch.task_ids, k
-        )
-        self.critic_optim.zero_grad(set_to_none=True)
-        self.critic_reducer(critic_losses).backward()
-        self.critic_optim.step()
+        critic_inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
+                         "target": self.critic_targets(batch)}
+        critic_losses = self._step(self.critic_objective, self.critic_optim, self.critic_sample_loss,
+                                   critic_inputs, batch.counts)
 
-        alpha = self.log_alpha.detach().exp()
         noise = torch.randn(len(batch), self.act_dim, device=self.device)
-        actor_sample, log_prob = self.actor_sample_loss(
-            dict(self.actor.named_parameters()), batch.obs, batch.task_ids, noise, alpha[batch.task_ids]
-        )
-        actor_losses = task_mean(actor_sample, batch.task_ids, k)
-        self.actor_optim.zero_grad(set_to_none=True)
-        self.actor_reducer(actor_losses).backward()
-        self.actor_optim.step()
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            log_prob = self.sample_action(None, batch.obs, batch.task_ids, noise)[1]
+        actor_inputs = {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise, "alpha": alpha[batch.task_ids]}
+        actor_losses = self._step(self.actor_objective, self.actor_optim, self.actor_sample_loss,
+                                  actor_inputs, batch.counts)
 
         # Temperature losses stay per task and unbalanced: each log-alpha only sees its own task.
-        log_prob = log_prob.detach()
-        alpha_losses = task_mean(-self.log_alpha[batch.task_ids] * (log_prob + self.target_entropy), batch.task_ids, k)
+        alpha_losses = task_mean(-self.log_alpha[batch.task_ids] * (log_prob + self.target_entropy),
+                                 batch.task_ids, self.num_tasks)
         self.alpha_optim.zero_grad(set_to_none=True)
         alpha_losses.sum().backward()
         self.alpha_optim.step()
 
         self.update_targets()
         return {
-            "critic_loss": critic_losses.detach(),
-            "actor_loss": actor_losses.detach(),
+            "critic_loss": critic_losses,
+            "actor_loss": actor_losses,
             "alpha_loss": alpha_losses.detach(),
             "alpha": self.log_alpha.detach().exp(),
-            "entropy": -task_mean(log_prob, batch.task_ids, k),
+            "entropy": -task_mean(log_prob, batch.task_ids, self.num_tasks),
         }
+
+    @staticmethod
+    def _step(objective: BalancedObjective, optim: torch.optim.Optimizer, sample_loss, inputs: dict,
+              counts: torch.Tensor) -> torch.Tensor:
+        """Balanced backward, optimiser step, then the balancer's post-step update (FAMO)."""
+        optim.zero_grad(set_to_none=True)
+        losses = objective.backward(sample_loss, inputs, counts)
+        optim.step()
+        objective.after_step(sample_loss, inputs, losses)
+        return losses
+
+    def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
+        """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""
+        batch = batch.to(self.device)
+        noise = torch.randn(len(batch), self.act_dim, device=self.device)
+        inputs = {
+            "critic": (self.critic_sample_loss, {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
+                                                 "target": self.critic_targets(batch)}),
+            "actor": (self.actor_sample_loss, {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise,
+                                               "alpha": self.log_alpha.detach().exp()[batch.task_ids]}),
+        }
+        out = {}
+        for name, objective in (("critic", self.critic_objective), ("actor", self.actor_objective)):
+            sample_loss, tensors = inputs[name]
+            out[name] = {"weights": objective.last_weights,
+                         **objective.conflict_stats(sample_loss, tensors, batch.counts)}
+        return out
 
     @torch.no_grad()
     def update_targets(self) -> None:
@@ -218,6 +246,8 @@ class SACAgent:
             "actor_optim": self.actor_optim.state_dict(),
             "critic_optim": self.critic_optim.state_dict(),
             "alpha_optim": self.alpha_optim.state_dict(),
+            "critic_balancer": self.critic_objective.balancer.state_dict(),
+            "actor_balancer": self.actor_objective.balancer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
@@ -236,3 +266,5 @@ class SACAgent:
             self.actor_optim.load_state_dict(state["actor_optim"])
             self.critic_optim.load_state_dict(state["critic_optim"])
             self.alpha_optim.load_state_dict(state["alpha_optim"])
+            self.critic_objective.balancer.load_state_dict(state["critic_balancer"])
+            self.actor_objective.balancer.load_state_dict(state["actor_balancer"])

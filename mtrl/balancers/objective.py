@@ -1,0 +1,114 @@
+"""The one place where per-task losses become parameter gradients: a network's loss through a balancer.
+
+Loss-weighting methods (uniform, famo, igb) backpropagate sum_i c_i l_i. Gradient methods get the
+(K, D) per-task gradients from one `vmap(grad)` pass over task chunks of the batch, combine the
+columns of the shared parameters, and give task-specific parameters (per-task heads, FiLM scales, ...)
+their mean-loss gradient: their task slices never conflict.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.balancers.base import Balancer
+from mtrl.balancers.stats import gradient_stats
+from mtrl.balancers.task_gradients import per_task_gradients, write_direction
+
+SampleLoss = Callable[..., Tensor]  # (params, **tensors) -> per-sample losses (B,)
+
+
+def task_mean(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
+    """Average per-sample values within each task: (B,) -> (K,); tasks absent from the batch get 0."""
+    sums = values.new_zeros(num_tasks).index_add(0, task_ids, values)
+    counts = values.new_zeros(num_tasks).index_add(0, task_ids, torch.ones_like(values))
+    return sums / counts.clamp(min=1.0)
+
+
+def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tensor]:
+    """Re-lay a task-contiguous batch as (K, n_max, ...) chunks plus a (K, n_max) mask of real rows."""
+    counts = counts.to(torch.long)
+    k, n_max = counts.numel(), int(counts.max())
+    device = next(iter(tensors.values())).device
+    offsets = torch.cumsum(counts, 0) - counts
+    cols = torch.arange(n_max, device=device)
+    counts_d = counts.to(device)
+    mask = cols.unsqueeze(0) < counts_d.unsqueeze(1)
+    index = offsets.to(device).unsqueeze(1) + torch.minimum(cols.unsqueeze(0), (counts_d - 1).clamp(min=0).unsqueeze(1))
+    chunks = {name: t[index] for name, t in tensors.items()}
+    chunks["mask"] = mask.to(next(iter(tensors.values())).dtype)
+    return chunks
+
+
+def _task_specific_names(module: nn.Module) -> set[str]:
+    """Names (relative to `module`) of parameters whose task slices are used by one task only."""
+    names: set[str] = set()
+    for prefix, sub in module.named_modules():
+        if hasattr(sub, "task_specific_parameter_names"):
+            names |= {f"{prefix}.{n}" if prefix else n for n in sub.task_specific_parameter_names()}
+    return names
+
+
+class BalancedObjective:
+    """A network's per-sample loss, averaged per task and turned into `.grad` by a balancer."""
+
+    def __init__(self, balancer: Balancer, module: nn.Module, num_tasks: int):
+        self.balancer = balancer
+        self.module = module
+        self.num_tasks = num_tasks
+        specific = _task_specific_names(module)
+        self.shared_mask = torch.cat([
+            torch.full((p.numel(),), name not in specific, dtype=torch.bool)
+            for name, p in module.named_parameters()
+        ])
+        self.last_weights: Tensor | None = None
+        self.needs_after_step = type(balancer).update is not Balancer.update
+
+    def _chunk_loss(self, sample_loss: SampleLoss) -> Callable[[dict[str, Tensor], dict[str, Tensor]], Tensor]:
+        def loss(params: dict[str, Tensor], chunk: dict[str, Tensor]) -> Tensor:
+            mask = chunk["mask"]
+            per_sample = sample_loss(params, **{k: v for k, v in chunk.items() if k != "mask"})
+            return (per_sample * mask).sum() / mask.sum().clamp(min=1.0)
+
+        return loss
+
+    def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor):
+        """(K, D) per-task gradients over all parameters and the (K,) losses, from one vmap pass."""
+        params = dict(self.module.named_parameters())
+        return per_task_gradients(self._chunk_loss(sample_loss), params, chunk_by_task(tensors, counts),
+                                  return_losses=True)
+
+    def backward(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> Tensor:
+        """Set `.grad` of the module's parameters from the balanced per-task losses; return those (K,) losses."""
+        params = dict(self.module.named_parameters())
+        if self.balancer.kind == "loss":
+            losses = task_mean(sample_loss(params, **tensors), tensors["task_ids"], self.num_tasks)
+            weights = self.balancer.weights(losses.detach()).to(losses)
+            (weights * losses).sum().backward()
+            self.last_weights = weights.detach()
+            return losses.detach()
+        G, losses = self.per_task_gradients(sample_loss, tensors, counts)
+        shared = self.shared_mask.to(G.device)
+        direction = G.mean(0)
+        direction[shared], weights = self.balancer.combine(G[:, shared])
+        write_direction(direction, list(params.values()))
+        self.last_weights = None if weights is None else weights.detach()
+        return losses.detach()
+
+    @torch.no_grad()
+    def after_step(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], losses_before: Tensor) -> None:
+        """FAMO-style methods: re-evaluate the task losses on the same batch after the step and update."""
+        if self.needs_after_step:
+            params = dict(self.module.named_parameters())
+            after = task_mean(sample_loss(params, **tensors), tensors["task_ids"], self.num_tasks)
+            self.balancer.update(losses_before, after)
+
+    def conflict_stats(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> dict:
+        """Cosine/conflict/norm statistics of the shared parameters' per-task gradients (for logging)."""
+        gram = getattr(self.balancer, "last_gram", None)
+        if gram is None:
+            G, _ = self.per_task_gradients(sample_loss, tensors, counts)
+            return gradient_stats(G[:, self.shared_mask.to(G.device)])
+        return gradient_stats(gram=gram)

@@ -1,0 +1,73 @@
+"""make()/available(): names, kinds, and one-line errors that name the bad value."""
+
+import pytest
+import torch
+
+import mtrl.balancers as B
+from mtrl.errors import UserError
+
+KINDS = {"cagrad": "gradient", "fairgrad": "gradient", "nashmtl": "gradient", "pcgrad": "gradient",
+         "famo": "loss", "igb": "loss", "uniform": "loss"}
+
+
+def one_line_error(fn, *fragments):
+    with pytest.raises(ValueError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return info.value
+
+
+def test_available_lists_every_method_with_its_kind():
+    assert B.available() == sorted(KINDS)
+    for name, kind in KINDS.items():
+        assert B.make(name, num_tasks=3).kind == kind
+
+
+def test_unknown_name_lists_choices():
+    err = one_line_error(lambda: B.make("x", num_tasks=3), "unknown balancer 'x'", "choose one of: cagrad, fairgrad, famo")
+    assert isinstance(err, UserError)
+
+
+def test_unknown_option_names_it_and_the_allowed_ones():
+    one_line_error(lambda: B.make("cagrad", num_tasks=3, alpha=2.0), "'alpha'", "c, max_iter, rescale, tol")
+    one_line_error(lambda: B.make("uniform", num_tasks=3, lr=1.0), "'lr'", "allowed: none")
+
+
+@pytest.mark.parametrize(
+    "name, opts, fragments",
+    [
+        ("cagrad", {"c": -0.1}, ["c must be", ">= 0", "-0.1"]),
+        ("cagrad", {"rescale": "yes"}, ["rescale", "'yes'"]),
+        ("fairgrad", {"alpha": 0.0}, ["alpha must be", "> 0", "0.0"]),
+        ("fairgrad", {"solver": "cvxpy"}, ["solver", "least_squares|newton", "'cvxpy'"]),
+        ("famo", {"lr": 0}, ["lr must be", "> 0", "got 0"]),
+        ("famo", {"gamma": -1.0}, ["gamma", ">= 0", "-1.0"]),
+        ("famo", {"eps": float("nan")}, ["eps", "nan"]),
+        ("famo", {"variant": "mtrl"}, ["variant", "paper|authors", "'mtrl'"]),
+        ("famo", {"min_losses": [0.0, 0.0]}, ["min_losses", "3 numbers", "got 2"]),
+        ("pcgrad", {"reduction": "median"}, ["reduction", "mean|sum", "'median'"]),
+        ("pcgrad", {"seed": -1}, ["seed", ">= 0", "-1"]),
+        ("nashmtl", {"update_every": 0}, ["update_every", ">= 1", "0"]),
+        ("nashmtl", {"max_norm": -2.0}, ["max_norm", "> 0", "-2.0"]),
+        ("igb", {"base_step": 0}, ["base_step", ">= 1", "0"]),
+    ],
+)
+def test_bad_values_raise_one_line_naming_value_and_range(name, opts, fragments):
+    one_line_error(lambda: B.make(name, num_tasks=3, **opts), *fragments)
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_bad_num_tasks_and_bad_inputs(name):
+    one_line_error(lambda: B.make(name, num_tasks=0), "num_tasks", ">= 1")
+    bal = B.make(name, num_tasks=3)
+    if bal.kind == "gradient":
+        one_line_error(lambda: bal.combine(torch.zeros(2, 5)), "(3, D)", "(2, 5)")
+    else:
+        one_line_error(lambda: bal.weights(torch.ones(4)), "(3,)", "(4,)")
+
+
+def test_state_of_another_balancer_is_rejected():
+    one_line_error(lambda: B.make("famo", num_tasks=2).load_state_dict({"loss_sum": 0}), "state_dict keys")
