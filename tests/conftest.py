@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# Tests use tiny networks: one thread is fastest and immune to OpenMP stalls when the machine is busy.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
 
