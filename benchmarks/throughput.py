@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +21,13 @@ from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import mtrl.config  # noqa: F401
-from envs import build_env_spec
-from mtrl.agents import SACAgent, SACConfig
-from mtrl.replay import MultiTaskReplay
-from mtrl.trainer import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ACT_DIM, OBS_DIM, filled_replay, interleaved_medians, machine  # noqa: E402
+
+import mtrl.config  # noqa: E402,F401
+from envs import build_env_spec  # noqa: E402
+from mtrl.agents import SACAgent, SACConfig  # noqa: E402
+from mtrl.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,23 +62,13 @@ def loop_env_steps_per_s(vector_steps: int, hidden: str) -> float:
 
 def update_time(spec, updates: int) -> tuple[float, float]:
     """Median seconds of one SAC update at MT10 sizes (3 x 400, 128 per task) and its FLOP count."""
-    agent = SACAgent(39, 4, spec.task_names, SACConfig(), {"name": "onehot"}, torch.device("cpu"))
-    replay = MultiTaskReplay(10, 1000, 39, 4, seed=0)
-    rng = np.random.default_rng(0)
-    for _ in range(1000):
-        replay.add(np.arange(10), rng.normal(size=(10, 39)), rng.uniform(-1, 1, (10, 4)), rng.uniform(size=10),
-                   rng.normal(size=(10, 39)), np.zeros(10))
+    agent = SACAgent(OBS_DIM, ACT_DIM, spec.task_names, SACConfig(), {"name": "onehot"}, torch.device("cpu"))
+    replay = filled_replay(10)
     counts = np.full(10, 128)
-    agent.update(replay.sample(counts))
     with FlopCounterMode(display=False) as counter:
         agent.update(replay.sample(counts))
-    times = []
-    for _ in range(updates):
-        batch = replay.sample(counts)
-        start = time.perf_counter()
-        agent.update(batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), float(counter.get_total_flops())
+    seconds = interleaved_medians({"update": lambda: agent.update(replay.sample(counts))}, updates)["update"]
+    return seconds, float(counter.get_total_flops())
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -99,7 +91,7 @@ def main() -> None:
     seconds, flops = update_time(spec, args.updates)
     peak = matmul_gflops()
     print(json.dumps({
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
+        "machine": machine(),
         "raw_vector_env_steps_per_s": round(raw, 1),
         "training_loop_env_steps_per_s": round(loop, 1),
         "loop_over_raw": round(loop / raw, 3),

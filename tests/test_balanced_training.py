@@ -109,3 +109,13 @@ def test_smoke_run_with_each_balancer_logs_weights(tmp_path, balancer):
     tags = EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
     assert "balancer/critic/weight/reach-v3" in tags
     assert "balancer/critic/conflict_fraction" in tags and "balancer/actor/mean_cosine" in tags
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("balancer", balancers.available())
+@pytest.mark.parametrize("encoder", encoders())
+def test_every_encoder_trains_end_to_end_with_every_balancer(tmp_path, encoder, balancer):
+    run_dir = tmp_path / "run"
+    result = Trainer(smoke_config(run_dir, f"encoder={encoder}", f"balancer={balancer}", "total_steps=300",
+                                  "warmup_steps=100", "checkpoint_every=0"), run_dir).run()
+    assert [t.task for t in result.tasks] == ["reach-v3", "drawer-close-v3"]

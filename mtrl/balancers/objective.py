@@ -28,7 +28,10 @@ def task_mean(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
 
 
 def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tensor]:
-    """Re-lay a task-contiguous batch as (K, n_max, ...) chunks plus a (K, n_max) mask of real rows."""
+    """Re-lay a task-contiguous batch as (K, n_max, ...) chunks plus a (K, n_max) mask of real rows.
+
+    `task_ids` becomes one id per chunk, (K,), which the networks treat as "the whole chunk is this task".
+    """
     counts = counts.to(torch.long)
     k, n_max = counts.numel(), int(counts.max())
     device = next(iter(tensors.values())).device
@@ -37,7 +40,9 @@ def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tenso
     counts_d = counts.to(device)
     mask = cols.unsqueeze(0) < counts_d.unsqueeze(1)
     index = offsets.to(device).unsqueeze(1) + torch.minimum(cols.unsqueeze(0), (counts_d - 1).clamp(min=0).unsqueeze(1))
-    chunks = {name: t[index] for name, t in tensors.items()}
+    chunks = {name: t[index] for name, t in tensors.items() if name != "task_ids"}
+    if "task_ids" in tensors:  # one id per chunk: under vmap each chunk sees a 0-dim id (networks' fast path)
+        chunks["task_ids"] = torch.arange(k, device=device)
     chunks["mask"] = mask.to(next(iter(tensors.values())).dtype)
     return chunks
 
