@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import metaworld
+import numpy as np
 
 from envs.goals import Goal
 
@@ -13,20 +14,21 @@ from envs.goals import Goal
 class GoalSelectingEnv(gym.Wrapper):
     """Sets one of the task's goals on every reset: "random", "fixed" (goal 0) or "cycle" (in order)."""
 
-    def __init__(self, env: gym.Env, goals: list[Goal], mode: str):
+    def __init__(self, env: gym.Env, goals: list[Goal], mode: str, seed: int):
         super().__init__(env)
         if mode not in ("random", "fixed", "cycle"):
             raise ValueError(f"goal mode '{mode}' is not one of random, fixed, cycle")
         self.goals = goals
         self.mode = mode
         self.episode_index = 0
+        self.goal_rng = np.random.default_rng(seed)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
             self.unwrapped.seed(seed)  # metaworld ignores reset(seed=...); seed its generators here
-            self.np_random, _ = gym.utils.seeding.np_random(seed)
+            self.goal_rng = np.random.default_rng(seed)
         if self.mode == "random":
-            index = int(self.np_random.integers(len(self.goals)))
+            index = int(self.goal_rng.integers(len(self.goals)))
         elif self.mode == "cycle":
             index = self.episode_index % len(self.goals)
         else:
@@ -46,8 +48,7 @@ def make_task_env(task_name: str, goals: list[Goal], goal_mode: str, horizon: in
     """Build one task's env: metaworld env -> goal selection -> TimeLimit(horizon) (truncation only)."""
     env = metaworld.ALL_V3_ENVIRONMENTS[task_name]()
     env.seed(seed)
-    env = GoalSelectingEnv(env, goals, goal_mode)
-    env.np_random, _ = gym.utils.seeding.np_random(seed)
+    env = GoalSelectingEnv(env, goals, goal_mode, seed)
     env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
     env.action_space.seed(seed)
     return env

@@ -68,7 +68,7 @@ class MultiTaskVectorEnv:
         self.single_action_space = self.vector_env.single_action_space
         self.obs_dim = int(np.prod(self.vector_env.single_observation_space.shape))
         self.act_dim = int(np.prod(self.single_action_space.shape))
-        self._action_rng = np.random.default_rng(seed)
+        self.action_rng = np.random.default_rng(seed)
         self._returns = np.zeros(self.num_envs)
         self._success = np.zeros(self.num_envs, dtype=bool)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
@@ -84,7 +84,7 @@ class MultiTaskVectorEnv:
     def random_actions(self) -> np.ndarray:
         """Uniform random actions for every slot, from this env's own seeded generator."""
         low, high = self.single_action_space.low, self.single_action_space.high
-        return self._action_rng.uniform(low, high, size=(self.num_envs, self.act_dim)).astype(np.float32)
+        return self.action_rng.uniform(low, high, size=(self.num_envs, self.act_dim)).astype(np.float32)
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Step every slot, returning the transition data and the episodes that ended on this step."""

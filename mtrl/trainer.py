@@ -100,7 +100,7 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         self.step, self.updates, self.update_budget = state["step"], state["updates"], state["update_budget"]
         set_rng_states(state["rng"])
-        self.env._action_rng.bit_generator.state = state["env_action_rng"]
+        self.env.action_rng.bit_generator.state = state["env_action_rng"]
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
 
@@ -113,7 +113,7 @@ class Trainer:
             "updates": self.updates,
             "update_budget": self.update_budget,
             "rng": rng_states(),
-            "env_action_rng": self.env._action_rng.bit_generator.state,
+            "env_action_rng": self.env.action_rng.bit_generator.state,
             "replay": self.replay.state_dict() if self.cfg.save_replay else None,
         }
         return checkpoint.save(self.run_dir, self.step, state, self.cfg.keep_checkpoints)
