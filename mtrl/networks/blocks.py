@@ -143,11 +143,12 @@ class TaskLinear(nn.Module):
 
     - ``gather``: gather each sample's (out, in) matrix and apply it with ``torch.bmm``;
       memory O(B * out * in).
-    - ``all``: one matmul against all K matrices stacked, then gather each sample's row;
-      memory O(B * K * out), compute K times that of ``gather`` but as one dense GEMM.
+    - ``all``: x placed in its task's block of a (B, K * in) input, times all K matrices stacked
+      as one (K * in, out) GEMM; memory O(B * K * in), compute K times that of ``gather`` but
+      as one dense GEMM (its backward too).
 
     ``mode='auto'`` picks the one with the smaller per-sample intermediate (``gather`` iff
-    in_dim < K).  In both, task j's parameters get exactly zero gradient from samples of
+    out_dim < K).  In both, task j's parameters get exactly zero gradient from samples of
     task i != j.
     """
 
@@ -169,7 +170,7 @@ class TaskLinear(nn.Module):
     def _resolved_mode(self) -> str:
         if self.mode != "auto":
             return self.mode
-        return "gather" if self.in_dim < self.num_tasks else "all"
+        return "gather" if self.out_dim < self.num_tasks else "all"
 
     def forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         # x: (B, in), task_ids: (B,) or 0-dim (whole batch is one task) -> (B, out)
@@ -185,10 +186,12 @@ class TaskLinear(nn.Module):
             w = self.weight.index_select(0, task_ids)  # (B, out, in)
             y = torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)
         else:
+            # Place x in its task's block of a (B, K * in) input (zeros elsewhere) and apply all K
+            # matrices stacked as one (K * in, out) GEMM: dense maths, and backward is a GEMM too.
             k, o, i = self.weight.shape
-            y_all = (x @ self.weight.reshape(k * o, i).t()).reshape(x.shape[0], k, o)
-            idx = task_ids.reshape(-1, 1, 1).expand(x.shape[0], 1, o)
-            y = torch.gather(y_all, 1, idx).squeeze(1)
+            onehot = task_one_hot(task_ids, k, x.dtype, x.shape[0])
+            blocks = (onehot.unsqueeze(-1) * x.unsqueeze(1)).reshape(x.shape[0], k * i)
+            y = blocks @ self.weight.transpose(1, 2).reshape(k * i, o)
         if self.bias is not None:
             y = y + self.bias.index_select(0, task_ids)
         return y
