@@ -173,16 +173,11 @@ class SACAgent:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC update (critic, actor, temperatures, targets); returns per-task K-vectors of metrics."""
         batch = batch.to(self.device)
-        critic_inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
-                         "target": self.critic_targets(batch)}
         critic_losses = self._step(self.critic_objective, self.critic_optim, self.critic_sample_loss,
-                                   critic_inputs, batch.counts)
-
-        noise = torch.randn(len(batch), self.act_dim, device=self.device)
-        alpha = self.log_alpha.detach().exp()
+                                   self.critic_inputs(batch), batch.counts)
+        actor_inputs = self.actor_inputs(batch)
         with torch.no_grad():
-            log_prob = self.sample_action(None, batch.obs, batch.task_ids, noise)[1]
-        actor_inputs = {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise, "alpha": alpha[batch.task_ids]}
+            log_prob = self.sample_action(None, batch.obs, batch.task_ids, actor_inputs["noise"])[1]
         actor_losses = self._step(self.actor_objective, self.actor_optim, self.actor_sample_loss,
                                   actor_inputs, batch.counts)
 
@@ -202,6 +197,17 @@ class SACAgent:
             "entropy": -task_mean(log_prob, batch.task_ids, self.num_tasks),
         }
 
+    def critic_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Keyword tensors of `critic_sample_loss` for a batch (subclasses add their own, e.g. CQL's)."""
+        return {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
+                "target": self.critic_targets(batch)}
+
+    def actor_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Keyword tensors of `actor_sample_loss`: fresh reparameterisation noise and per-sample temperatures."""
+        noise = torch.randn(len(batch), self.act_dim, device=self.device)
+        return {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise,
+                "alpha": self.log_alpha.detach().exp()[batch.task_ids]}
+
     @staticmethod
     def _step(objective: BalancedObjective, optim: torch.optim.Optimizer, sample_loss, inputs: dict,
               counts: torch.Tensor) -> torch.Tensor:
@@ -215,19 +221,11 @@ class SACAgent:
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
         """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""
         batch = batch.to(self.device)
-        noise = torch.randn(len(batch), self.act_dim, device=self.device)
-        inputs = {
-            "critic": (self.critic_sample_loss, {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
-                                                 "target": self.critic_targets(batch)}),
-            "actor": (self.actor_sample_loss, {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise,
-                                               "alpha": self.log_alpha.detach().exp()[batch.task_ids]}),
-        }
-        out = {}
-        for name, objective in (("critic", self.critic_objective), ("actor", self.actor_objective)):
-            sample_loss, tensors = inputs[name]
-            out[name] = {"weights": objective.last_weights,
-                         **objective.conflict_stats(sample_loss, tensors, batch.counts)}
-        return out
+        parts = {"critic": (self.critic_objective, self.critic_sample_loss, self.critic_inputs(batch)),
+                 "actor": (self.actor_objective, self.actor_sample_loss, self.actor_inputs(batch))}
+        return {name: {"weights": objective.last_weights,
+                       **objective.conflict_stats(sample_loss, tensors, batch.counts)}
+                for name, (objective, sample_loss, tensors) in parts.items()}
 
     @torch.no_grad()
     def update_targets(self) -> None:
