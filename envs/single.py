@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import gymnasium as gym
@@ -53,3 +54,53 @@ def make_task_env(task_name: str, goals: list[Goal], goal_mode: str, horizon: in
     env.action_space.seed(seed)
     return env
 
+
+
+class TaskSlotEnv(gym.Env):
+    """An env slot that runs a different task each episode, drawn at reset from pushed probabilities.
+
+    Used when there are fewer env slots than tasks (e.g. MT50 on 10 slots driven by a curriculum).
+    Task envs are built on first use and the `max_cached` most recently used are kept.
+    """
+
+    def __init__(self, task_names: list[str], goals: dict[str, list[Goal]], goal_mode: str, horizon: int,
+                 seed: int, max_cached: int = 8):
+        self.task_names, self.goals, self.goal_mode, self.horizon = task_names, goals, goal_mode, horizon
+        self.seed_base, self.max_cached = seed, max_cached
+        self.rng = np.random.default_rng(seed)
+        self.probabilities = np.full(len(task_names), 1.0 / len(task_names))
+        self.cache: OrderedDict[int, gym.Env] = OrderedDict()
+        self.current = 0
+        first = self._env(0)
+        self.observation_space = first.observation_space
+        self.action_space = first.action_space
+
+    def _env(self, task: int) -> gym.Env:
+        if task not in self.cache:
+            name = self.task_names[task]
+            self.cache[task] = make_task_env(name, self.goals[name], self.goal_mode, self.horizon, self.seed_base + task)
+            while len(self.cache) > self.max_cached:
+                self.cache.popitem(last=False)[1].close()
+        self.cache.move_to_end(task)
+        return self.cache[task]
+
+    def set_task_probabilities(self, probabilities: np.ndarray) -> None:
+        self.probabilities = np.asarray(probabilities, dtype=np.float64) / np.sum(probabilities)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.current = int(self.rng.choice(len(self.task_names), p=self.probabilities))
+        obs, info = self._env(self.current).reset(options=options)
+        info["task_id"] = self.current
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.cache[self.current].step(action)
+        info["task_id"] = self.current
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        for env in self.cache.values():
+            env.close()
+        self.cache.clear()

@@ -11,7 +11,7 @@ from envs.tasks import resolve_tasks
 from envs.vector import MultiTaskVectorEnv, make_vector_env
 from mtrl.errors import UserError
 
-ENV_KEYS = ("tasks", "protocol", "horizon", "goal_seed", "vectorization")
+ENV_KEYS = ("tasks", "protocol", "horizon", "goal_seed", "vectorization", "slots")
 
 
 @dataclass
@@ -24,10 +24,12 @@ class EnvSpec:
     goal_seed: int
     vectorization: str
     goals: dict[str, list[Goal]]
+    slots: int | None = None  # training env slots when fewer than tasks (tasks switch at episode ends)
 
     def make(self, seed: int, evaluation: bool = False) -> MultiTaskVectorEnv:
-        return make_vector_env(self.task_names, self.goals, self.protocol, seed,
-                               evaluation=evaluation, vectorization=self.vectorization)
+        """The training env (with `slots` if set) or the evaluation env (always one slot per task)."""
+        return make_vector_env(self.task_names, self.goals, self.protocol, seed, evaluation=evaluation,
+                               vectorization=self.vectorization, slots=None if evaluation else self.slots)
 
     def describe(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "tasks": self.task_names, "protocol": self.protocol.to_dict(),
@@ -48,5 +50,9 @@ def build_env_spec(env_cfg: Mapping[str, Any], seed: int) -> EnvSpec:
     vectorization = env_cfg.get("vectorization", "sync")
     if vectorization not in ("sync", "async"):
         raise UserError(f"env.vectorization='{vectorization}' is not allowed; use sync or async")
+    slots = env_cfg.get("slots")
+    if slots is not None and (not isinstance(slots, int) or not 1 <= slots <= len(task_names)):
+        raise UserError(f"env.slots={slots} is not allowed; expected null (one slot per task) or 1..{len(task_names)}")
     goals = make_goals(benchmark, task_names, goal_seed)
-    return EnvSpec(benchmark, task_names, protocol, goal_seed, vectorization, goals)
+    return EnvSpec(benchmark, task_names, protocol, goal_seed, vectorization, goals,
+                   None if slots == len(task_names) else slots)

@@ -17,7 +17,7 @@ import numpy as np
 
 from envs.goals import Goal
 from envs.protocols import Protocol
-from envs.single import make_task_env
+from envs.single import TaskSlotEnv, make_task_env
 from mtrl.errors import UserError
 
 
@@ -42,11 +42,16 @@ class StepResult:
     terminated: np.ndarray  # (N,) bool: a real terminal state (no bootstrap)
     truncated: np.ndarray  # (N,) bool: time limit (bootstrap through it)
     success: np.ndarray  # (N,) per-step success flag
+    task_ids: np.ndarray  # (N,) task of each transition (a slot's task can change at an episode end)
     episodes: list[EpisodeResult] = field(default_factory=list)
 
 
 class MultiTaskVectorEnv:
-    """One gymnasium vector env over task slots, with task ids, float32 observations and episode stats."""
+    """One gymnasium vector env over env slots, with task ids, float32 observations and episode stats.
+
+    Usually slot i runs task i. Slots built with `TaskSlotEnv` change task at episode ends and report
+    it as `info["task_id"]`; `task_ids` always holds the task of each slot's current observation.
+    """
 
     def __init__(
         self,
@@ -59,12 +64,12 @@ class MultiTaskVectorEnv:
         if vectorization not in ("sync", "async"):
             raise UserError(f"env.vectorization='{vectorization}' is not allowed; use sync or async")
         self.task_names = list(task_names)
-        self.task_ids = np.arange(len(self.task_names), dtype=np.int64)
         self.protocol = protocol
         self.seed = seed
         vec_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
         self.vector_env = vec_cls(list(env_fns), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        self.num_envs = len(self.task_names)
+        self.num_envs = len(env_fns)
+        self.task_ids = np.arange(self.num_envs, dtype=np.int64) % len(self.task_names)
         self.single_action_space = self.vector_env.single_action_space
         self.obs_dim = int(np.prod(self.vector_env.single_observation_space.shape))
         self.act_dim = int(np.prod(self.single_action_space.shape))
@@ -75,7 +80,8 @@ class MultiTaskVectorEnv:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every slot (seeding slot i with seed + i when given) and clear episode statistics."""
-        obs, _ = self.vector_env.reset(seed=seed)
+        obs, info = self.vector_env.reset(seed=seed)
+        self._update_task_ids(info)
         self._returns[:] = 0.0
         self._success[:] = False
         self._lengths[:] = 0
@@ -89,6 +95,8 @@ class MultiTaskVectorEnv:
     def step(self, actions: np.ndarray) -> StepResult:
         """Step every slot, returning the transition data and the episodes that ended on this step."""
         obs, reward, terminated, truncated, info = self.vector_env.step(actions)
+        task_ids = self.task_ids.copy()
+        self._update_task_ids(info)
         done = terminated | truncated
         next_obs = obs.copy()
         success = np.asarray(info.get("success", np.zeros(self.num_envs)), dtype=np.float64).copy()
@@ -103,8 +111,8 @@ class MultiTaskVectorEnv:
         self._lengths += 1
         episodes = [
             EpisodeResult(
-                int(self.task_ids[i]),
-                self.task_names[i],
+                int(task_ids[i]),
+                self.task_names[task_ids[i]],
                 float(self._returns[i]),
                 bool(self._success[i]),
                 int(self._lengths[i]),
@@ -121,8 +129,17 @@ class MultiTaskVectorEnv:
             terminated=terminated.astype(bool),
             truncated=truncated.astype(bool),
             success=success,
+            task_ids=task_ids,
             episodes=episodes,
         )
+
+    def _update_task_ids(self, info: dict) -> None:
+        if "task_id" in info:
+            self.task_ids = np.asarray(info["task_id"], dtype=np.int64).copy()
+
+    def set_task_probabilities(self, probabilities: np.ndarray) -> None:
+        """Task-switching slots draw their next episode's task from these probabilities."""
+        self.vector_env.call("set_task_probabilities", np.asarray(probabilities, dtype=np.float64))
 
     def restart_goal_cycle(self) -> None:
         """Restart every slot's goal cycle at goal 0 (used before an evaluation)."""
@@ -140,11 +157,18 @@ def make_vector_env(
     *,
     evaluation: bool = False,
     vectorization: str = "sync",
+    slots: int | None = None,
 ) -> MultiTaskVectorEnv:
-    """Build the training (goals per protocol.train_goals) or evaluation (protocol.eval_goals) vector env."""
+    """Build the training (goals per protocol.train_goals) or evaluation (protocol.eval_goals) vector env.
+
+    With `slots` (fewer env slots than tasks) each slot switches task at episode ends; otherwise slot i is task i.
+    """
     mode = protocol.eval_goals if evaluation else protocol.train_goals
-    env_fns = [
-        partial(make_task_env, name, goals[name][: protocol.goals_per_task], mode, protocol.horizon, seed + i)
-        for i, name in enumerate(task_names)
-    ]
+    goals = {name: goals[name][: protocol.goals_per_task] for name in task_names}
+    if slots is None:
+        env_fns = [partial(make_task_env, name, goals[name], mode, protocol.horizon, seed + i)
+                   for i, name in enumerate(task_names)]
+    else:
+        env_fns = [partial(TaskSlotEnv, list(task_names), goals, mode, protocol.horizon, seed + 1000 * i)
+                   for i in range(slots)]
     return MultiTaskVectorEnv(task_names, env_fns, protocol, seed, vectorization)

@@ -15,6 +15,7 @@ from envs import EnvSpec, build_env_spec
 from envs.vector import MultiTaskVectorEnv
 from mtrl import balancers, checkpoint
 from mtrl.agents import SACAgent, SACConfig
+from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.config import check_values, pick_device, rng_states, seed_everything, set_rng_states, to_plain
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, evaluate
@@ -76,6 +77,7 @@ class Trainer:
         self.agent = build_agent(cfg, self.spec, self.env.obs_dim, self.env.act_dim)
         capacity = max(1, cfg.replay_capacity // self.num_tasks)
         self.replay = MultiTaskReplay(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim, cfg.seed)
+        self.curriculum = CurriculumDriver.from_config(to_plain(cfg.curriculum), self.num_tasks)
         self.step = 0
         self.updates = 0
         self.update_budget = 0.0
@@ -103,6 +105,7 @@ class Trainer:
         self.env.action_rng.bit_generator.state = state["env_action_rng"]
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
+        self.curriculum.load_state_dict(state.get("curriculum", {}))
 
     def save_checkpoint(self) -> Path:
         state = {
@@ -115,6 +118,7 @@ class Trainer:
             "rng": rng_states(),
             "env_action_rng": self.env.action_rng.bit_generator.state,
             "replay": self.replay.state_dict() if self.cfg.save_replay else None,
+            "curriculum": self.curriculum.state_dict(),
         }
         return checkpoint.save(self.run_dir, self.step, state, self.cfg.keep_checkpoints)
 
@@ -145,7 +149,8 @@ class Trainer:
         (self.run_dir / "env.json").write_text(json.dumps(self.spec.describe(), indent=2))
         log = RunLogger(self.run_dir, self.spec.task_names, cfg.total_steps, self.step, cfg.progress)
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        counts = np.full(k, cfg.batch_size_per_task)
+        counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
+        self._push_env_probabilities()
         result: EvalResult | None = None
         last_ckpt = last_eval = -1
         obs = self.env.reset(seed=cfg.seed + self.step)
@@ -159,11 +164,15 @@ class Trainer:
                 else:
                     actions = self.agent.act(obs, self.env.task_ids, deterministic=False)
                 out = self.env.step(actions)
-                self.replay.add(self.env.task_ids, obs, actions, out.reward, out.next_obs, out.terminated)
+                self.replay.add(out.task_ids, obs, actions, out.reward, out.next_obs, out.terminated)
                 obs = out.obs
                 before, self.step = self.step, self.step + k
                 for ep in out.episodes:
                     log.episode(ep.task_id, ep.ret, ep.success, self.step)
+                if out.episodes and self.curriculum.active:
+                    self.curriculum.observe_episodes(out.episodes)
+                    counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
+                    self._push_env_probabilities()
                 if out.episodes and (recent := log.recent_mean_success()) is not None:
                     log.show(success=f"{recent:.2f}")
                 if self._learning_ready():
@@ -183,9 +192,16 @@ class Trainer:
                         log.per_task(f"sac/{name}", values, self.step)
                     if batch is not None:
                         log.balancer(self.agent.diagnostics(batch), self.step)
+                    if self.curriculum.active:
+                        log.per_task("curriculum/probability", self.curriculum.curriculum.probabilities(), self.step)
+                        log.per_task("curriculum/progress", self.curriculum.curriculum.progress(), self.step)
+                        log.per_task("curriculum/batch_count", counts, self.step)
                 if cfg.eval_every and _crossed(before, self.step, cfg.eval_every):
                     result = self._log_eval(log)
                     last_eval = self.step
+                    if self.curriculum.observe_evaluation(t.success_rate for t in result.tasks):
+                        counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
+                        self._push_env_probabilities()
                 if cfg.checkpoint_every and _crossed(before, self.step, cfg.checkpoint_every):
                     self.save_checkpoint()
                     last_ckpt = self.step
@@ -201,6 +217,11 @@ class Trainer:
             log.close()
             self.close()
         return result
+
+    def _push_env_probabilities(self) -> None:
+        probabilities = self.curriculum.env_probabilities()
+        if probabilities is not None and self.spec.slots is not None:
+            self.env.set_task_probabilities(probabilities)
 
     def _log_eval(self, log: RunLogger) -> EvalResult:
         result = self.evaluate()
