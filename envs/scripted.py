@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ class ScriptedPolicy:
         if missing:
             raise ValueError(f"no scripted policy for {', '.join(missing)}")
         self.experts = [ENV_POLICY_MAP[t]() for t in task_names]
+        # The experts' gains exceed 1 by design (the env clips actions); metaworld warns about it every run.
+        warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
 
     def act(self, obs: np.ndarray, task_ids: np.ndarray) -> np.ndarray:
         """Actions (N, 4) for observations (N, >=39) of the given task ids, clipped to [-1, 1]."""
