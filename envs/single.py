@@ -45,9 +45,13 @@ class GoalSelectingEnv(gym.Wrapper):
         self.episode_index = 0
 
 
-def make_task_env(task_name: str, goals: list[Goal], goal_mode: str, horizon: int, seed: int) -> gym.Env:
-    """Build one task's env: metaworld env -> goal selection -> TimeLimit(horizon) (truncation only)."""
-    env = metaworld.ALL_V3_ENVIRONMENTS[task_name]()
+def make_task_env(task_name: str, goals: list[Goal], goal_mode: str, horizon: int, seed: int,
+                  render_mode: str | None = None) -> gym.Env:
+    """Build one task's env: metaworld env -> goal selection -> TimeLimit(horizon) (truncation only).
+
+    `render_mode="rgb_array"` makes `env.render()` return frames (needs a GL backend, e.g. MUJOCO_GL=egl).
+    """
+    env = metaworld.ALL_V3_ENVIRONMENTS[task_name](render_mode=render_mode)
     env.seed(seed)
     env = GoalSelectingEnv(env, goals, goal_mode, seed)
     env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)

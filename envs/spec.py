@@ -26,10 +26,14 @@ class EnvSpec:
     goals: dict[str, list[Goal]]
     slots: int | None = None  # training env slots when fewer than tasks (tasks switch at episode ends)
 
-    def make(self, seed: int, evaluation: bool = False) -> MultiTaskVectorEnv:
-        """The training env (with `slots` if set) or the evaluation env (always one slot per task)."""
+    def make(self, seed: int, evaluation: bool = False, render_mode: str | None = None) -> MultiTaskVectorEnv:
+        """The training env (with `slots` if set) or the evaluation env (always one slot per task).
+
+        `render_mode="rgb_array"` builds envs that render frames (video recording of evaluations).
+        """
         return make_vector_env(self.task_names, self.goals, self.protocol, seed, evaluation=evaluation,
-                               vectorization=self.vectorization, slots=None if evaluation else self.slots)
+                               vectorization=self.vectorization, slots=None if evaluation else self.slots,
+                               render_mode=render_mode)
 
     def describe(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "tasks": self.task_names, "protocol": self.protocol.to_dict(),

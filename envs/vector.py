@@ -158,15 +158,17 @@ def make_vector_env(
     evaluation: bool = False,
     vectorization: str = "sync",
     slots: int | None = None,
+    render_mode: str | None = None,
 ) -> MultiTaskVectorEnv:
     """Build the training (goals per protocol.train_goals) or evaluation (protocol.eval_goals) vector env.
 
     With `slots` (fewer env slots than tasks) each slot switches task at episode ends; otherwise slot i is task i.
+    `render_mode="rgb_array"` (one slot per task only) lets every task env render frames, for videos.
     """
     mode = protocol.eval_goals if evaluation else protocol.train_goals
     goals = {name: goals[name][: protocol.goals_per_task] for name in task_names}
     if slots is None:
-        env_fns = [partial(make_task_env, name, goals[name], mode, protocol.horizon, seed + i)
+        env_fns = [partial(make_task_env, name, goals[name], mode, protocol.horizon, seed + i, render_mode=render_mode)
                    for i, name in enumerate(task_names)]
     else:
         env_fns = [partial(TaskSlotEnv, list(task_names), goals, mode, protocol.horizon, seed + 1000 * i)

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
+import mtrl.sweep  # noqa: F401  (registers the sweep job-directory resolver)
 from mtrl.errors import UserError
 
 _NOISE = ("full_key", "object_type", "Config search path", "provider=", "Set the environment", "To append")
@@ -57,9 +58,19 @@ def reports_user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @reports_user_errors
 def run_train(cfg: DictConfig) -> None:
-    from mtrl.trainer import train
+    from hydra.types import RunMode
+
+    from mtrl.sweep import prepare_job
+
+    if cfg.get("mode") == "offline":
+        from mtrl.offline_trainer import train_offline as train
+    else:
+        from mtrl.trainer import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg = prepare_job(cfg, run_dir, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    if cfg is None:  # a sweep job whose directory already holds the finished run
+        return
     result = train(cfg, run_dir)
     if result is not None:
         print(result.table())

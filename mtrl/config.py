@@ -48,7 +48,7 @@ _TRAIN_CHECKS = [
     ("keep_checkpoints", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("torch_threads", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0 = torch's default)"),
     ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ("mode", lambda v: v == "online", "online"),
+    ("mode", lambda v: v in ("online", "offline"), "online or offline"),
 ]
 
 

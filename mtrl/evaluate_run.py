@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from envs import build_env_spec
 from envs.scripted import ScriptedPolicy
 from envs.tasks import resolve_tasks
-from mtrl import checkpoint
+from mtrl import checkpoint, video
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, evaluate
 
@@ -44,14 +44,18 @@ def evaluate_from_config(cfg: DictConfig) -> EvalResult:
             raise UserError("policy=sac needs checkpoint=<run dir or checkpoint file>")
         act, spec, file = _checkpoint_policy(cfg, env_cfg)
         output = Path(cfg.output or file.with_name(f"{file.stem}_eval_{spec.protocol.name}.json"))
-    env = spec.make(cfg.seed, evaluation=True)
+    recorder = video.recorder_from_config(cfg, spec.task_names, output)  # None unless record=true
+    env = spec.make(cfg.seed, evaluation=True, render_mode=None if recorder is None else "rgb_array")
     try:
-        result = evaluate(act, env, cfg.episodes_per_task or spec.protocol.eval_episodes, cfg.seed)
+        result = evaluate(act, env, cfg.episodes_per_task or spec.protocol.eval_episodes, cfg.seed, recorder=recorder)
     finally:
         env.close()
+        videos = recorder.finish() if recorder is not None else []
     print(result.table())
     json_path, csv_path = result.write(output)
     print(f"wrote {json_path} and {csv_path}")
+    for path in videos:
+        print(f"wrote {path}")
     return result
 
 

@@ -6,11 +6,11 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from envs.vector import MultiTaskVectorEnv
+from envs.vector import MultiTaskVectorEnv, StepResult
 
 PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -60,14 +60,30 @@ class EvalResult:
         return json_path, csv_path
 
 
-def evaluate(policy: PolicyFn, env: MultiTaskVectorEnv, episodes_per_task: int, seed: int) -> EvalResult:
-    """Run `episodes_per_task` full episodes in every slot; goals restart at goal 0 for each evaluation."""
+class StepRecorder(Protocol):
+    """An evaluation hook (e.g. `mtrl.video.VideoRecorder`): sees the env before and the result after each step."""
+
+    def before_step(self, env: MultiTaskVectorEnv) -> None: ...
+
+    def after_step(self, step: StepResult) -> None: ...
+
+
+def evaluate(policy: PolicyFn, env: MultiTaskVectorEnv, episodes_per_task: int, seed: int,
+             recorder: StepRecorder | None = None) -> EvalResult:
+    """Run `episodes_per_task` full episodes in every slot; goals restart at goal 0 for each evaluation.
+
+    `recorder` (optional) is called before and after every vector step, e.g. to render video frames.
+    """
     env.restart_goal_cycle()
     obs = env.reset(seed=seed)
     returns: list[list[float]] = [[] for _ in range(env.num_envs)]
     successes: list[list[bool]] = [[] for _ in range(env.num_envs)]
     while min(len(r) for r in returns) < episodes_per_task:
+        if recorder is not None:
+            recorder.before_step(env)
         step = env.step(policy(obs, env.task_ids))
+        if recorder is not None:
+            recorder.after_step(step)
         obs = step.obs
         for episode in step.episodes:
             slot = episode.task_id
