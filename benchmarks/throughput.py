@@ -46,12 +46,14 @@ def raw_env_steps_per_s(spec, vector_steps: int) -> float:
         env.close()
 
 
-def loop_env_steps_per_s(vector_steps: int, hidden: str) -> float:
-    """The real training loop collecting with the actor (no updates): its own logged perf/env_steps_per_s."""
+def loop_env_steps_per_s(vector_steps: int, hidden: str, policy: bool) -> float:
+    """The real training loop collecting (no updates), with the actor (`policy`) or random warm-up actions:
+    its own logged perf/env_steps_per_s."""
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         steps = vector_steps * 10
         cfg = compose(config_name="train", overrides=[
-            "env=mt10", "env.protocol=mtrl", f"run_dir={tmp}", f"total_steps={steps}", "warmup_steps=0",
+            "env=mt10", "env.protocol=mtrl", f"run_dir={tmp}", f"total_steps={steps}",
+            f"warmup_steps={0 if policy else steps}",
             "updates_per_step=0", "eval_every=0", "eval_episodes=1", "checkpoint_every=0", f"log_every={steps // 5}",
             "progress=false", f"agent.hidden_sizes={hidden}"])
         Trainer(cfg, Path(tmp)).run()
@@ -86,15 +88,20 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20, help="timed SAC updates")
     args = parser.parse_args()
     spec = build_env_spec({"tasks": "mt10", "protocol": "mtrl"}, seed=0)
-    raw = raw_env_steps_per_s(spec, args.vector_steps)
-    loop = loop_env_steps_per_s(args.vector_steps, "[400,400,400]")
+    # Raw speed measured before and after the loop (their mean), so slow drift of the machine cancels.
+    raw_before = raw_env_steps_per_s(spec, args.vector_steps)
+    loop_random = loop_env_steps_per_s(args.vector_steps, "[400,400,400]", policy=False)
+    loop = loop_env_steps_per_s(args.vector_steps, "[400,400,400]", policy=True)
+    raw = (raw_before + raw_env_steps_per_s(spec, args.vector_steps)) / 2
     seconds, flops = update_time(spec, args.updates)
     peak = matmul_gflops()
     print(json.dumps({
         "machine": machine(),
         "raw_vector_env_steps_per_s": round(raw, 1),
-        "training_loop_env_steps_per_s": round(loop, 1),
-        "loop_over_raw": round(loop / raw, 3),
+        "training_loop_env_steps_per_s_random_actions": round(loop_random, 1),
+        "loop_random_over_raw": round(loop_random / raw, 3),
+        "training_loop_env_steps_per_s_actor": round(loop, 1),
+        "loop_actor_over_raw": round(loop / raw, 3),
         "sac_update_ms": round(seconds * 1e3, 2),
         "sac_update_gflop": round(flops / 1e9, 3),
         "sac_update_gflops_per_s": round(flops / seconds / 1e9, 2),

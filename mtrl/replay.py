@@ -66,15 +66,18 @@ class MultiTaskReplay:
     def add(self, task_ids: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
             next_obs: np.ndarray, terminated: np.ndarray) -> None:
         """Store one transition per row; row i goes to task `task_ids[i]` (ids may repeat)."""
-        for row, task in enumerate(task_ids):
-            slot = self.position[task]
-            self.storage["obs"][task, slot] = obs[row]
-            self.storage["action"][task, slot] = action[row]
-            self.storage["reward"][task, slot] = reward[row]
-            self.storage["next_obs"][task, slot] = next_obs[row]
-            self.storage["terminated"][task, slot] = terminated[row]
-            self.position[task] = (slot + 1) % self.capacity
-            self.sizes[task] = min(self.sizes[task] + 1, self.capacity)
+        task_ids = np.asarray(task_ids)
+        if len(np.unique(task_ids)) < len(task_ids):  # repeated tasks (env slots): one row at a time
+            for row in range(len(task_ids)):
+                self.add(task_ids[row:row + 1], obs[row:row + 1], action[row:row + 1], reward[row:row + 1],
+                         next_obs[row:row + 1], terminated[row:row + 1])
+            return
+        slots = self.position[task_ids]
+        for name, values in (("obs", obs), ("action", action), ("reward", reward), ("next_obs", next_obs),
+                             ("terminated", terminated)):
+            self.storage[name][task_ids, slots] = values
+        self.position[task_ids] = (slots + 1) % self.capacity
+        self.sizes[task_ids] = np.minimum(self.sizes[task_ids] + 1, self.capacity)
 
     def sample(self, counts: np.ndarray) -> Batch:
         """Sample `counts[k]` transitions (with replacement) from task k's buffer, chunked by task."""

@@ -122,7 +122,7 @@ class SACAgent:
         log_prob = log_prob - (2 * (math.log(2.0) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
         return torch.tanh(pre_tanh), log_prob
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
         """Actions for a batch of observations: the tanh of the mean, or a sample."""
         if self.device.type != "cpu":
@@ -138,11 +138,10 @@ class SACAgent:
     def _act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         tasks_t = torch.as_tensor(task_ids, dtype=torch.long, device=self.device)
-        if deterministic:
-            action = torch.tanh(self._policy(None, obs_t, tasks_t)[0])
-        else:
-            action = self.sample_action(None, obs_t, tasks_t, torch.randn(len(obs_t), self.act_dim, device=self.device))[0]
-        return action.cpu().numpy()
+        mean, log_std = self._policy(None, obs_t, tasks_t)
+        if not deterministic:  # acting needs no log-probability: sample the pre-tanh Gaussian directly
+            mean = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(mean).cpu().numpy()
 
     # ----- per-sample losses (pure functions of parameters, usable with torch.func) ----------
     @torch.no_grad()
