@@ -9,6 +9,7 @@ steps. About 15 minutes on 2 CPU cores. Not part of CI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -42,7 +43,8 @@ def main(overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=chosen)
     start = time.perf_counter()
-    Trainer(cfg, Path(cfg.run_dir)).run()
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON
+        Trainer(cfg, Path(cfg.run_dir)).run()
     curve = []
     for path in sorted((Path(cfg.run_dir) / "eval").glob("step_*.json")):
         data = json.loads(path.read_text())

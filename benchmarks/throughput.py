@@ -9,6 +9,7 @@ Prints JSON. The loop/raw ratio is the share of env speed the training loop keep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -56,7 +57,8 @@ def loop_env_steps_per_s(vector_steps: int, hidden: str, policy: bool) -> float:
             f"warmup_steps={0 if policy else steps}",
             "updates_per_step=0", "eval_every=0", "eval_episodes=1", "checkpoint_every=0", f"log_every={steps // 5}",
             "progress=false", f"agent.hidden_sizes={hidden}"])
-        Trainer(cfg, Path(tmp)).run()
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON
+            Trainer(cfg, Path(tmp)).run()
         acc = EventAccumulator(str(Path(tmp) / "tb")).Reload()
         values = [e.value for e in acc.Scalars("perf/env_steps_per_s")]
         return float(np.median(values[1:] if len(values) > 1 else values))
