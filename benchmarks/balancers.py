@@ -2,10 +2,11 @@
 
     python benchmarks/balancers.py [--tasks 10 50] [--rounds 5] [--no-memory]
 
-MT sizes: 3 x 400 networks, batch 128 per task. `kbackward` is the reference way of getting per-task
+MT sizes: 3 x 400 networks, batch 128 per task; each balancer on the losses its config balances
+(famo and igb: the critic; the others: critic and actor). `kbackward` is the reference way of getting per-task
 gradients (K separate backward passes) with pcgrad's combination, timed at K=10 only. Peak extra
-memory: each method runs alone in a subprocess and reports its peak RSS (CPU) or peak CUDA memory,
-minus uniform's. Targets: famo <= 1.25; pcgrad, cagrad, fairgrad, nashmtl <= 1.5 (K=10), <= 3 (K=50);
+memory: each method runs alone in a subprocess and reports how far 3 updates raise its peak RSS (CPU)
+or CUDA memory above the built agent and replay, minus the same for uniform. Targets: famo <= 1.25; pcgrad, cagrad, fairgrad, nashmtl <= 1.5 (K=10), <= 3 (K=50);
 kbackward >= 3 at K=10.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ACT_DIM, OBS_DIM, filled_replay, interleaved_medians, machine  # noqa: E402
@@ -27,9 +29,10 @@ from common import ACT_DIM, OBS_DIM, filled_replay, interleaved_medians, machine
 from mtrl import balancers  # noqa: E402
 from mtrl.agents import SACAgent, SACConfig  # noqa: E402
 from mtrl.balancers.objective import BalancedObjective, task_mean  # noqa: E402
+from mtrl.trainer import build_balancers  # noqa: E402
 
 METHODS = ["uniform", "famo", "igb", "pcgrad", "cagrad", "fairgrad", "nashmtl"]
-OPTIONS = {"famo": {}, "cagrad": {"c": 0.9}, "fairgrad": {"alpha": 2.0}, "pcgrad": {"seed": 0}}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "balancer"
 
 
 class KBackwardObjective(BalancedObjective):
@@ -42,10 +45,12 @@ class KBackwardObjective(BalancedObjective):
 
 
 def make_agent(method: str, num_tasks: int, device: torch.device) -> SACAgent:
+    """MT-SAC with `method` on the losses its config balances (configs/balancer/<name>.yaml's apply_to)."""
     torch.manual_seed(0)
     agent = SACAgent(OBS_DIM, ACT_DIM, [f"task{i}" for i in range(num_tasks)], SACConfig(), {"name": "onehot"}, device)
     name = "pcgrad" if method == "kbackward" else method
-    agent.set_balancers(*(balancers.make(name, num_tasks, **OPTIONS.get(name, {})) for _ in range(2)))
+    config = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+    agent.set_balancers(*build_balancers(config, num_tasks))
     if method == "kbackward":
         agent.critic_objective = KBackwardObjective(agent.critic_objective.balancer, agent.critic, num_tasks)
         agent.actor_objective = KBackwardObjective(agent.actor_objective.balancer, agent.actor, num_tasks)
@@ -57,23 +62,28 @@ def update_fn(agent: SACAgent, replay, counts):
 
 
 def peak_memory(method: str, num_tasks: int) -> float:
-    """Peak memory (MiB) of a process that builds the agent and runs 3 updates with `method`."""
+    """Peak memory (MiB) that 3 updates with `method` add, measured in a fresh process."""
     out = subprocess.run([sys.executable, __file__, "--memory-probe", method, str(num_tasks)],
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def memory_probe(method: str, num_tasks: int) -> None:
+    """Print the peak memory (MiB) that 3 updates add on top of the built agent and replay."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     agent = make_agent(method, num_tasks, device)
     replay = filled_replay(num_tasks, per_task=256)
     counts = np.full(num_tasks, 128)
+    if device.type == "cuda":
+        before = torch.cuda.memory_allocated()
+    else:
+        before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
     for _ in range(3):
         agent.update(replay.sample(counts))
     if device.type == "cuda":
-        print(torch.cuda.max_memory_allocated() / 2**20)
+        print((torch.cuda.max_memory_allocated() - before) / 2**20)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / 2**20)
 
 
 def main() -> None:

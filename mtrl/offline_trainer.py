@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from tqdm import tqdm
 
 from envs import EnvSpec, build_env_spec
 from envs.tasks import resolve_tasks
-from envs.vector import MultiTaskVectorEnv
 from mtrl import checkpoint
 from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.sac import SACConfig
@@ -30,9 +28,10 @@ from mtrl.config import check_values, pick_device, rng_states, seed_everything, 
 from mtrl.data.dataset import Dataset, load_dataset
 from mtrl.data.sharing import RELABELLING_MODES, SharingStats, TransitionStore, check_mode, make_batch
 from mtrl.errors import UserError
-from mtrl.evaluation import EvalResult, evaluate
+from mtrl.evaluation import EvalResult
 from mtrl.logger import RunLogger
-from mtrl.trainer import EVAL_SEED_OFFSET, _crossed, build_balancers, network_encoder
+from mtrl.run_base import RunBase, crossed
+from mtrl.trainer import build_balancers, network_encoder
 
 RELABEL_CACHE = "relabelled_rewards.npz"
 
@@ -119,8 +118,10 @@ def build_store(dataset: Dataset, relabelled: dict[tuple[int, int], np.ndarray] 
 
 
 # ----------------------------------------------------------------------------------------- trainer
-class OfflineTrainer:
+class OfflineTrainer(RunBase):
     """Owns one offline run: dataset, CQL agent, sharing, logger, evaluation env; resumable."""
+
+    step_unit = "update"
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
         check_values(cfg)
@@ -138,7 +139,6 @@ class OfflineTrainer:
         self.obs_dim, self.act_dim = self.dataset.obs_dim, self.dataset.act_dim
         self.agent = build_cql_agent(cfg, self.spec, self.obs_dim, self.act_dim, self.options["cql"])
         self.rng = np.random.default_rng(cfg.seed)
-        self.eval_env: MultiTaskVectorEnv | None = None
         self.step = 0
         self.stop_requested = False
         if resume_state is not None:
@@ -212,30 +212,7 @@ class OfflineTrainer:
         }
         return checkpoint.save(self.run_dir, self.step, state, self.cfg.keep_checkpoints)
 
-    # ----- evaluation -------------------------------------------------------------------------------------
-    def evaluate(self) -> EvalResult:
-        """Deterministic episodes in the real environments (mtrl.evaluation.evaluate, as evaluate.py)."""
-        if self.eval_env is None:
-            self.eval_env = self.spec.make(self.cfg.seed + EVAL_SEED_OFFSET, evaluation=True)
-        episodes = self.cfg.eval_episodes or self.spec.protocol.eval_episodes
-        result = evaluate(lambda o, t: self.agent.act(o, t, deterministic=True), self.eval_env, episodes,
-                          self.cfg.seed + EVAL_SEED_OFFSET)
-        result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
-        return result
-
-    def _log_eval(self, log: RunLogger) -> EvalResult:
-        result = self.evaluate()
-        log.per_task("eval/success", [t.success_rate for t in result.tasks], self.step)
-        log.per_task("eval/return", [t.mean_return for t in result.tasks], self.step)
-        log.message(f"update {self.step}: eval mean success {result.mean_success:.3f} ({result.protocol} protocol)")
-        return result
-
     # ----- the loop -------------------------------------------------------------------------------------
-    def _request_stop(self, signum: int, _frame: Any) -> None:
-        if self.stop_requested:
-            raise KeyboardInterrupt
-        self.stop_requested = True
-
     def sample(self):
         """One batch under the configured sharing mode (CDS filters with the agent's conservative Q)."""
         return make_batch(self.store, self.sharing, self.rng, self.cfg.batch_size_per_task,
@@ -254,7 +231,6 @@ class OfflineTrainer:
         log = RunLogger(self.run_dir, self.spec.task_names, cfg.total_steps, self.step, cfg.progress)
         log.bar.unit = "update"
         log.bar.set_description(f"offline[{self.sharing}]", refresh=False)
-        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         result: EvalResult | None = None
         last_ckpt = last_eval = -1
         k = self.num_tasks
@@ -263,7 +239,7 @@ class OfflineTrainer:
         clock, clock_step = time.perf_counter(), self.step
         metrics: dict[str, Any] = {}
         batch = None
-        try:
+        with self._session(log):
             while self.step < cfg.total_steps and not self.stop_requested:
                 batch, stats = self.sample()
                 metrics = self.agent.update(batch)
@@ -274,7 +250,7 @@ class OfflineTrainer:
                     threshold_n += 1
                 before, self.step = self.step, self.step + 1
                 log.advance(1)
-                if _crossed(before, self.step, cfg.log_every):
+                if crossed(before, self.step, cfg.log_every):
                     now = time.perf_counter()
                     log.scalar("perf/updates_per_s", (self.step - clock_step) / max(now - clock, 1e-9), self.step)
                     clock, clock_step = now, self.step
@@ -286,23 +262,13 @@ class OfflineTrainer:
                     self._log_sharing(log, shared_sum, candidate_sum, threshold_sum, threshold_n)
                     shared_sum[:], candidate_sum[:], threshold_sum[:], threshold_n = 0, 0, 0, 0
                     log.balancer(self.agent.diagnostics(batch), self.step)
-                if cfg.eval_every and _crossed(before, self.step, cfg.eval_every):
+                if cfg.eval_every and crossed(before, self.step, cfg.eval_every):
                     result = self._log_eval(log)
                     last_eval = self.step
-                if cfg.checkpoint_every and _crossed(before, self.step, cfg.checkpoint_every):
+                if cfg.checkpoint_every and crossed(before, self.step, cfg.checkpoint_every):
                     self.save_checkpoint()
                     last_ckpt = self.step
-            if self.stop_requested:
-                log.message(f"stop requested: checkpoint at update {self.step} in {self.run_dir}")
-            elif last_eval != self.step:
-                result = self._log_eval(log)
-            if last_ckpt != self.step:
-                self.save_checkpoint()
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            log.close()
-            self.close()
+            result = self._wrap_up(log, result, last_eval, last_ckpt)
         return result
 
     def _log_sharing(self, log: RunLogger, shared: np.ndarray, candidates: np.ndarray, threshold: np.ndarray,
@@ -315,12 +281,6 @@ class OfflineTrainer:
         log.show(shared=f"{fraction.mean():.2f}")
         if threshold_n:
             log.per_task("sharing/threshold", threshold / threshold_n, self.step)
-
-    def close(self) -> None:
-        if self.eval_env is not None:
-            self.eval_env.close()
-            self.eval_env = None
-
 
 def train_offline(cfg: DictConfig, run_dir: Path) -> EvalResult | None:
     """Build an offline trainer from the config and run it."""

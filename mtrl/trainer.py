@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from envs import EnvSpec, build_env_spec
-from envs.vector import MultiTaskVectorEnv
 from mtrl import balancers, checkpoint
 from mtrl.agents import SACAgent, SACConfig
 from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.config import check_values, pick_device, rng_states, seed_everything, set_rng_states, to_plain
 from mtrl.errors import UserError
-from mtrl.evaluation import EvalResult, evaluate
+from mtrl.evaluation import EvalResult
 from mtrl.logger import RunLogger
 from mtrl.replay import MultiTaskReplay
+from mtrl.run_base import RunBase, crossed
 
-EVAL_SEED_OFFSET = 1_000_003  # evaluation envs use their own seed stream
 
 
 def build_agent(cfg: DictConfig, spec: EnvSpec, obs_dim: int, act_dim: int) -> SACAgent:
@@ -61,7 +58,7 @@ def build_balancers(balancer_cfg: dict[str, Any], num_tasks: int) -> tuple[balan
                  for part in ("critic", "actor"))
 
 
-class Trainer:
+class Trainer(RunBase):
     """Owns one run: its envs, agent, replay, logger and the loop; resumable from its checkpoints."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
@@ -72,7 +69,6 @@ class Trainer:
         seed_everything(cfg.seed, cfg.torch_threads)
         self.spec = build_env_spec(to_plain(cfg.env), cfg.seed)
         self.env = self.spec.make(cfg.seed)
-        self.eval_env: MultiTaskVectorEnv | None = None
         self.num_tasks = len(self.spec.task_names)
         self.agent = build_agent(cfg, self.spec, self.env.obs_dim, self.env.act_dim)
         capacity = max(1, cfg.replay_capacity // self.num_tasks)
@@ -122,22 +118,7 @@ class Trainer:
         }
         return checkpoint.save(self.run_dir, self.step, state, self.cfg.keep_checkpoints)
 
-    # ----- evaluation ---------------------------------------------------------------------------------
-    def evaluate(self) -> EvalResult:
-        if self.eval_env is None:
-            self.eval_env = self.spec.make(self.cfg.seed + EVAL_SEED_OFFSET, evaluation=True)
-        episodes = self.cfg.eval_episodes or self.spec.protocol.eval_episodes
-        result = evaluate(lambda o, t: self.agent.act(o, t, deterministic=True), self.eval_env, episodes,
-                          self.cfg.seed + EVAL_SEED_OFFSET)
-        result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
-        return result
-
     # ----- the loop -------------------------------------------------------------------------------------
-    def _request_stop(self, signum: int, _frame: Any) -> None:
-        if self.stop_requested:  # a second signal: stop at once
-            raise KeyboardInterrupt
-        self.stop_requested = True
-
     def _learning_ready(self) -> bool:
         return self.step >= self.cfg.warmup_steps and int(self.replay.sizes.min()) >= self.cfg.batch_size_per_task
 
@@ -148,7 +129,6 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (self.run_dir / "env.json").write_text(json.dumps(self.spec.describe(), indent=2))
         log = RunLogger(self.run_dir, self.spec.task_names, cfg.total_steps, self.step, cfg.progress)
-        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
         self._push_env_probabilities()
         result: EvalResult | None = None
@@ -157,7 +137,7 @@ class Trainer:
         clock, clock_step, clock_updates = time.perf_counter(), self.step, self.updates
         metrics: dict[str, Any] = {}
         batch = None
-        try:
+        with self._session(log):
             while self.step < cfg.total_steps and not self.stop_requested:
                 if self.step < cfg.warmup_steps:
                     actions = self.env.random_actions()
@@ -183,7 +163,7 @@ class Trainer:
                         self.updates += 1
                         self.update_budget -= 1.0
                 log.advance(k)
-                if _crossed(before, self.step, cfg.log_every):
+                if crossed(before, self.step, cfg.log_every):
                     now = time.perf_counter()
                     log.scalar("perf/env_steps_per_s", (self.step - clock_step) / (now - clock), self.step)
                     log.scalar("perf/updates_per_s", (self.updates - clock_updates) / (now - clock), self.step)
@@ -196,26 +176,16 @@ class Trainer:
                         log.per_task("curriculum/probability", self.curriculum.curriculum.probabilities(), self.step)
                         log.per_task("curriculum/progress", self.curriculum.curriculum.progress(), self.step)
                         log.per_task("curriculum/batch_count", counts, self.step)
-                if cfg.eval_every and _crossed(before, self.step, cfg.eval_every):
+                if cfg.eval_every and crossed(before, self.step, cfg.eval_every):
                     result = self._log_eval(log)
                     last_eval = self.step
                     if self.curriculum.observe_evaluation(t.success_rate for t in result.tasks):
                         counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
                         self._push_env_probabilities()
-                if cfg.checkpoint_every and _crossed(before, self.step, cfg.checkpoint_every):
+                if cfg.checkpoint_every and crossed(before, self.step, cfg.checkpoint_every):
                     self.save_checkpoint()
                     last_ckpt = self.step
-            if self.stop_requested:
-                log.message(f"stop requested: checkpoint at step {self.step} in {self.run_dir}")
-            elif last_eval != self.step:
-                result = self._log_eval(log)
-            if last_ckpt != self.step:
-                self.save_checkpoint()
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            log.close()
-            self.close()
+            result = self._wrap_up(log, result, last_eval, last_ckpt)
         return result
 
     def _push_env_probabilities(self) -> None:
@@ -223,22 +193,9 @@ class Trainer:
         if probabilities is not None and self.spec.slots is not None:
             self.env.set_task_probabilities(probabilities)
 
-    def _log_eval(self, log: RunLogger) -> EvalResult:
-        result = self.evaluate()
-        log.per_task("eval/success", [t.success_rate for t in result.tasks], self.step)
-        log.per_task("eval/return", [t.mean_return for t in result.tasks], self.step)
-        log.message(f"step {self.step}: eval mean success {result.mean_success:.3f} ({result.protocol} protocol)")
-        return result
-
     def close(self) -> None:
         self.env.close()
-        if self.eval_env is not None:
-            self.eval_env.close()
-
-
-def _crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of `every` lies in (before, after]."""
-    return every > 0 and after // every > before // every
+        super().close()
 
 
 def train(cfg: DictConfig, run_dir: Path) -> EvalResult | None:

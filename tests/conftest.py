@@ -38,6 +38,16 @@ def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.Complet
                           text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """The command failed with status 2 and exactly one stderr line 'error: ...' holding every fragment."""
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.fixture(scope="session")
 def two_task_spec():
     """The smoke tasks under the mtrl protocol (goal seed 0)."""

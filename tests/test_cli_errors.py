@@ -8,16 +8,7 @@ import pytest
 
 from mtrl import checkpoint
 from mtrl.trainer import Trainer
-from tests.conftest import run_cli, smoke_config
-
-
-def _assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
+from tests.conftest import assert_one_line_error, run_cli, smoke_config
 
 
 @pytest.mark.parametrize(
@@ -34,18 +25,18 @@ def _assert_one_line_error(proc, *fragments):
     ],
 )
 def test_train_rejects_bad_config(tmp_path, args, fragments):
-    _assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'r'}", *args), *fragments)
+    assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'r'}", *args), *fragments)
 
 
 def test_evaluate_rejects_missing_and_corrupt_checkpoints(tmp_path):
-    _assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path / 'none'}"), "does not exist")
-    _assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path}"), "no checkpoint found")
+    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path / 'none'}"), "does not exist")
+    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path}"), "no checkpoint found")
     bad = tmp_path / "checkpoints" / "step_000000000001.pt"
     bad.parent.mkdir()
     bad.write_bytes(b"not a checkpoint")
-    _assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path}"), "corrupt", str(bad))
-    _assert_one_line_error(run_cli("evaluate.py", "policy=scripted"), "env=mt10")
-    _assert_one_line_error(run_cli("evaluate.py", "policy=greedy"), "policy=greedy", "scripted")
+    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path}"), "corrupt", str(bad))
+    assert_one_line_error(run_cli("evaluate.py", "policy=scripted"), "env=mt10")
+    assert_one_line_error(run_cli("evaluate.py", "policy=greedy"), "policy=greedy", "scripted")
 
 
 def _digest(run_dir):
@@ -57,12 +48,12 @@ def test_mismatched_or_truncated_checkpoints_are_rejected_without_damage(tmp_pat
     Trainer(smoke_config(run_dir, "total_steps=300", "eval_every=0"), run_dir).run()
     before = _digest(run_dir)
     base = ["experiment=smoke", f"resume={run_dir}", "total_steps=600"]
-    _assert_one_line_error(run_cli("train.py", *base, "env.tasks=[reach-v3,push-v3]"), "reach-v3", "push-v3")
-    _assert_one_line_error(run_cli("train.py", *base, "agent.hidden_sizes=[64,64]"), "do not match")
-    _assert_one_line_error(run_cli("evaluate.py", f"checkpoint={run_dir}", "env=mt10"), "trained on tasks")
+    assert_one_line_error(run_cli("train.py", *base, "env.tasks=[reach-v3,push-v3]"), "reach-v3", "push-v3")
+    assert_one_line_error(run_cli("train.py", *base, "agent.hidden_sizes=[64,64]"), "do not match")
+    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={run_dir}", "env=mt10"), "trained on tasks")
     assert _digest(run_dir) == before
 
     truncated = tmp_path / "truncated.pt"
     data = checkpoint.list_checkpoints(run_dir)[-1].read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    _assert_one_line_error(run_cli("evaluate.py", f"checkpoint={truncated}"), "corrupt")
+    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={truncated}"), "corrupt")

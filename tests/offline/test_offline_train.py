@@ -15,7 +15,7 @@ from mtrl.data.dataset import load_dataset
 from mtrl.errors import UserError
 from mtrl.evaluate_run import evaluate_from_config
 from mtrl.offline_trainer import RELABEL_CACHE, OfflineTrainer
-from tests.conftest import compose_config, run_cli, smoke_config
+from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 
@@ -36,14 +36,6 @@ def offline_args(dataset, *extra):
 
 def offline_config(run_dir, dataset, *extra):
     return smoke_config(run_dir, *offline_args(dataset, *extra))
-
-
-def _assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, dataset_path):
@@ -138,4 +130,4 @@ def test_cli_errors_are_one_line(tmp_path, dataset_path):
         OfflineTrainer(smoke_config(tmp_path / "r", *offline_args(dataset_path, "sharing=cdz")), tmp_path / "r")
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(dataset_path.read_bytes()[:5000])
-    _assert_one_line_error(run_cli("train.py", *base, *offline_args(truncated)), str(truncated), "truncated or corrupt")
+    assert_one_line_error(run_cli("train.py", *base, *offline_args(truncated)), str(truncated), "truncated or corrupt")
