@@ -176,12 +176,7 @@ class OfflineTrainer(RunBase):
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        saved_tasks = state["env"]["tasks"]
-        if saved_tasks != self.spec.task_names:
-            raise UserError(f"checkpoint was trained on tasks {saved_tasks}; this config has {self.spec.task_names}")
-        if state["env"]["protocol"]["name"] != self.spec.protocol.name:
-            raise UserError(f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
-                            f"this config has '{self.spec.protocol.name}'")
+        self._check_resumed_env(state)
         saved = state["dataset"]
         if saved["dataset_id"] != self.dataset.dataset_id:
             raise UserError(f"checkpoint was trained on dataset '{saved['path']}' (id {saved['dataset_id']}); "

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from envs import EnvSpec
 from envs.vector import MultiTaskVectorEnv
+from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.logger import RunLogger
 
@@ -28,6 +29,15 @@ class RunBase:
     step: int
     eval_env: MultiTaskVectorEnv | None = None
     stop_requested: bool = False
+
+    def _check_resumed_env(self, state: dict[str, Any]) -> None:
+        """A checkpoint resumes only a run on the same tasks under the same protocol."""
+        saved_tasks = state["env"]["tasks"]
+        if saved_tasks != self.spec.task_names:
+            raise UserError(f"checkpoint was trained on tasks {saved_tasks}; this config has {self.spec.task_names}")
+        if state["env"]["protocol"]["name"] != self.spec.protocol.name:
+            raise UserError(f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
+                            f"this config has '{self.spec.protocol.name}'")
 
     def save_checkpoint(self) -> Path:
         raise NotImplementedError

@@ -89,12 +89,7 @@ class Trainer(RunBase):
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        saved_tasks = state["env"]["tasks"]
-        if saved_tasks != self.spec.task_names:
-            raise UserError(f"checkpoint was trained on tasks {saved_tasks}; this config has {self.spec.task_names}")
-        if state["env"]["protocol"]["name"] != self.spec.protocol.name:
-            raise UserError(f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
-                            f"this config has '{self.spec.protocol.name}'")
+        self._check_resumed_env(state)
         self.agent.load_state_dict(state["agent"])
         self.step, self.updates, self.update_budget = state["step"], state["updates"], state["update_budget"]
         set_rng_states(state["rng"])
