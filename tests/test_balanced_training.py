@@ -43,7 +43,7 @@ def test_vectorised_per_task_gradients_equal_k_backward(counts):
     inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
               "target": agent.critic_targets(batch)}
     G, losses = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
-    params = list(agent.critic.parameters())
+    params = list(agent.critic_objective.parameters().values())
     reference_losses = task_mean(agent.critic_sample_loss(dict(agent.critic.named_parameters()), **inputs),
                                  batch.task_ids, K)
     reference = balancers.per_task_gradients_loop(reference_losses, params)
@@ -57,13 +57,14 @@ def test_gradient_balancer_writes_its_direction_on_shared_parameters():
     inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
               "target": agent.critic_targets(batch)}
     G, _ = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
-    shared = agent.critic_objective.shared_mask
-    expected, _ = balancers.make("pcgrad", K, seed=0).combine(G[:, shared])
+    shared = agent.critic_objective.num_shared
+    assert 0 < shared < G.shape[1]
+    expected, _ = balancers.make("pcgrad", K, seed=0).combine(G[:, :shared])
     agent.critic_objective.backward(agent.critic_sample_loss, inputs, batch.counts)
-    written = balancers.flatten(p.grad for p in agent.critic.parameters())
-    torch.testing.assert_close(written[shared], expected)
+    written = balancers.flatten(p.grad for p in agent.critic_objective.parameters().values())
+    torch.testing.assert_close(written[:shared], expected)
     # Per-task heads get their mean-loss gradient: task slices never conflict.
-    torch.testing.assert_close(written[~shared], G[:, ~shared].mean(0))
+    torch.testing.assert_close(written[shared:], G[:, shared:].mean(0))
 
 
 @pytest.mark.parametrize("balancer", balancers.available())

@@ -64,10 +64,10 @@ class BalancedObjective:
         self.module = module
         self.num_tasks = num_tasks
         specific = _task_specific_names(module)
-        self.shared_mask = torch.cat([
-            torch.full((p.numel(),), name not in specific, dtype=torch.bool)
-            for name, p in module.named_parameters()
-        ])
+        params = dict(module.named_parameters())
+        # Shared parameters first: their columns of G are then the leading slice G[:, :num_shared] (a view).
+        self.names = sorted(params, key=lambda name: name in specific)
+        self.num_shared = sum(p.numel() for name, p in params.items() if name not in specific)
         self.last_weights: Tensor | None = None
         self.needs_after_step = type(balancer).update is not Balancer.update
 
@@ -79,15 +79,20 @@ class BalancedObjective:
 
         return loss
 
-    def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor):
-        """(K, D) per-task gradients over all parameters and the (K,) losses, from one vmap pass."""
+    def parameters(self) -> dict[str, Tensor]:
+        """The module's parameters in G's column order: shared ones first, then task-specific ones."""
         params = dict(self.module.named_parameters())
+        return {name: params[name] for name in self.names}
+
+    def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor):
+        """(K, D) per-task gradients over all parameters (columns in `parameters()` order) and the (K,) losses."""
+        params = self.parameters()
         return per_task_gradients(self._chunk_loss(sample_loss), params, chunk_by_task(tensors, counts),
                                   return_losses=True)
 
     def backward(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> Tensor:
         """Set `.grad` of the module's parameters from the balanced per-task losses; return those (K,) losses."""
-        params = dict(self.module.named_parameters())
+        params = self.parameters()
         if self.balancer.kind == "loss":
             losses = task_mean(sample_loss(params, **tensors), tensors["task_ids"], self.num_tasks)
             weights = self.balancer.weights(losses.detach()).to(losses)
@@ -95,9 +100,9 @@ class BalancedObjective:
             self.last_weights = weights.detach()
             return losses.detach()
         G, losses = self.per_task_gradients(sample_loss, tensors, counts)
-        shared = self.shared_mask.to(G.device)
-        direction = G.mean(0)
-        direction[shared], weights = self.balancer.combine(G[:, shared])
+        direction, weights = self.balancer.combine(G[:, : self.num_shared])
+        if self.num_shared < G.shape[1]:
+            direction = torch.cat([direction, G[:, self.num_shared :].mean(0)])
         write_direction(direction, list(params.values()))
         self.last_weights = None if weights is None else weights.detach()
         return losses.detach()
@@ -115,5 +120,5 @@ class BalancedObjective:
         gram = getattr(self.balancer, "last_gram", None)
         if gram is None:
             G, _ = self.per_task_gradients(sample_loss, tensors, counts)
-            return gradient_stats(G[:, self.shared_mask.to(G.device)])
+            return gradient_stats(G[:, : self.num_shared])
         return gradient_stats(gram=gram)

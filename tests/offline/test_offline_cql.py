@@ -68,7 +68,7 @@ def test_vmap_path_gives_the_same_task_losses_and_gradients(encoder):
     inputs = agent.critic_inputs(batch)
     agent.set_balancers(balancers.make("pcgrad", K), balancers.make("uniform", K))
     G, losses = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
-    params = dict(agent.critic.named_parameters())
+    params = agent.critic_objective.parameters()
     direct = task_mean(agent.critic_sample_loss(params, **inputs), batch.task_ids, K)
     torch.testing.assert_close(losses, direct.detach(), rtol=1e-5, atol=1e-5)
     for task in range(K):  # row `task` of G is the gradient of that task's mean loss
