@@ -35,12 +35,17 @@ def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tenso
     counts = counts.to(torch.long)
     k, n_max = counts.numel(), int(counts.max())
     device = next(iter(tensors.values())).device
-    offsets = torch.cumsum(counts, 0) - counts
-    cols = torch.arange(n_max, device=device)
-    counts_d = counts.to(device)
-    mask = cols.unsqueeze(0) < counts_d.unsqueeze(1)
-    index = offsets.to(device).unsqueeze(1) + torch.minimum(cols.unsqueeze(0), (counts_d - 1).clamp(min=0).unsqueeze(1))
-    chunks = {name: t[index] for name, t in tensors.items() if name != "task_ids"}
+    if bool((counts == n_max).all()):  # equal shares (the usual case): the chunks are views, no copy
+        chunks = {name: t.view(k, n_max, *t.shape[1:]) for name, t in tensors.items() if name != "task_ids"}
+        mask = torch.ones(k, n_max, dtype=torch.bool, device=device)
+    else:
+        offsets = torch.cumsum(counts, 0) - counts
+        cols = torch.arange(n_max, device=device)
+        counts_d = counts.to(device)
+        mask = cols.unsqueeze(0) < counts_d.unsqueeze(1)
+        rows = torch.minimum(cols.unsqueeze(0), (counts_d - 1).clamp(min=0).unsqueeze(1))
+        index = offsets.to(device).unsqueeze(1) + rows
+        chunks = {name: t[index] for name, t in tensors.items() if name != "task_ids"}
     if "task_ids" in tensors:  # one id per chunk: under vmap each chunk sees a 0-dim id (networks' fast path)
         chunks["task_ids"] = torch.arange(k, device=device)
     chunks["mask"] = mask.to(next(iter(tensors.values())).dtype)
