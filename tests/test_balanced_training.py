@@ -36,7 +36,7 @@ def _agent(encoder="onehot", balancer="uniform", **options):
     return agent
 
 
-@pytest.mark.parametrize("counts", [[8, 8, 8], [5, 11, 8]])
+@pytest.mark.parametrize("counts", [[8, 8, 8], [5, 11, 8], [6, 10, 0], [0, 9, 7]])
 def test_vectorised_per_task_gradients_equal_k_backward(counts):
     agent = _agent("multihead")
     batch = _replay().sample(np.array(counts))

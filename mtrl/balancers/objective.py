@@ -44,7 +44,8 @@ def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tenso
         counts_d = counts.to(device)
         mask = cols.unsqueeze(0) < counts_d.unsqueeze(1)
         rows = torch.minimum(cols.unsqueeze(0), (counts_d - 1).clamp(min=0).unsqueeze(1))
-        index = offsets.to(device).unsqueeze(1) + rows
+        # Padding rows repeat a real row (masked out); a task with no rows points at row 0 or the last one.
+        index = (offsets.to(device).unsqueeze(1) + rows).clamp(max=int(counts.sum()) - 1)
         chunks = {name: t[index] for name, t in tensors.items() if name != "task_ids"}
     if "task_ids" in tensors:  # one id per chunk: under vmap each chunk sees a 0-dim id (networks' fast path)
         chunks["task_ids"] = torch.arange(k, device=device)
