@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtrl import balancers
 from mtrl.agents import SACAgent, SACConfig
-from mtrl.balancers.objective import task_mean
+from mtrl.balancers.objective import map_task_chunks, task_mean
 from mtrl.errors import UserError
 from mtrl.networks import available as encoders
 from mtrl.replay import MultiTaskReplay
@@ -49,6 +49,20 @@ def test_vectorised_per_task_gradients_equal_k_backward(counts):
     reference = balancers.per_task_gradients_loop(reference_losses, params)
     torch.testing.assert_close(losses, reference_losses.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(G, reference, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("counts", [[8, 8, 8], [5, 11, 0]])
+@pytest.mark.parametrize("encoder", ["onehot", "task_bottom", "film"])
+def test_chunk_by_chunk_evaluation_equals_the_mixed_batch(encoder, counts):
+    agent = _agent(encoder)
+    batch = _replay().sample(np.array(counts))
+    inputs = agent.critic_inputs(batch)
+    objective = agent.critic_objective
+    direct = task_mean(agent.critic_sample_loss(objective.parameters(), **inputs), batch.task_ids, K)
+    chunked = objective.task_losses(agent.critic_sample_loss, inputs, batch.counts)
+    torch.testing.assert_close(chunked, direct, rtol=1e-5, atol=1e-6)
+    rows = map_task_chunks(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids}, batch.counts)
+    torch.testing.assert_close(rows, agent.actor(batch.obs, batch.task_ids), rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_balancer_writes_its_direction_on_shared_parameters():

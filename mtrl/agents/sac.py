@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl import balancers
-from mtrl.balancers.objective import BalancedObjective, task_mean
+from mtrl.balancers.objective import BalancedObjective, map_task_chunks, task_mean
 from mtrl.errors import UserError
 from mtrl.networks import make_network
 from mtrl.replay import Batch
@@ -147,12 +147,17 @@ class SACAgent:
     @torch.no_grad()
     def critic_targets(self, batch: Batch) -> torch.Tensor:
         """Soft Bellman targets y = r + gamma (1 - terminated) (min Q'(s', a') - alpha_task log pi(a'|s'))."""
-        noise = torch.randn(len(batch), self.act_dim, device=self.device)
-        next_action, next_log_prob = self.sample_action(None, batch.next_obs, batch.task_ids, noise)
-        q1, q2 = self.critic_target(batch.next_obs, next_action, batch.task_ids)
-        alpha = self.log_alpha.exp()[batch.task_ids]
-        soft_value = torch.min(q1, q2) - alpha * next_log_prob
-        return batch.reward + self.config.gamma * (1.0 - batch.terminated) * soft_value
+        def soft_value(next_obs: torch.Tensor, task_ids: torch.Tensor, noise: torch.Tensor,
+                       alpha: torch.Tensor) -> torch.Tensor:
+            next_action, next_log_prob = self.sample_action(None, next_obs, task_ids, noise)
+            q1, q2 = self.critic_target(next_obs, next_action, task_ids)
+            return torch.min(q1, q2) - alpha * next_log_prob
+
+        inputs = {"next_obs": batch.next_obs, "task_ids": batch.task_ids,
+                  "noise": torch.randn(len(batch), self.act_dim, device=self.device),
+                  "alpha": self.log_alpha.exp()[batch.task_ids]}
+        value = map_task_chunks(soft_value, inputs, batch.counts)
+        return batch.reward + self.config.gamma * (1.0 - batch.terminated) * value
 
     def critic_sample_loss(self, params: dict[str, torch.Tensor], obs: torch.Tensor, action: torch.Tensor,
                            task_ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -176,7 +181,8 @@ class SACAgent:
                                    self.critic_inputs(batch), batch.counts)
         actor_inputs = self.actor_inputs(batch)
         with torch.no_grad():
-            log_prob = self.sample_action(None, batch.obs, batch.task_ids, actor_inputs["noise"])[1]
+            log_prob = map_task_chunks(lambda obs, task_ids, noise: self.sample_action(None, obs, task_ids, noise)[1],
+                                       {k: actor_inputs[k] for k in ("obs", "task_ids", "noise")}, batch.counts)
         actor_losses = self._step(self.actor_objective, self.actor_optim, self.actor_sample_loss,
                                   actor_inputs, batch.counts)
 
@@ -214,7 +220,7 @@ class SACAgent:
         optim.zero_grad(set_to_none=True)
         losses = objective.backward(sample_loss, inputs, counts)
         optim.step()
-        objective.after_step(sample_loss, inputs, losses)
+        objective.after_step(sample_loss, inputs, counts, losses)
         return losses
 
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:

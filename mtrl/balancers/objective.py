@@ -3,7 +3,9 @@
 Loss-weighting methods (uniform, famo, igb) backpropagate sum_i c_i l_i. Gradient methods get the
 (K, D) per-task gradients from one `vmap(grad)` pass over task chunks of the batch, combine the
 columns of the shared parameters, and give task-specific parameters (per-task heads, FiLM scales, ...)
-their mean-loss gradient: their task slices never conflict.
+their mean-loss gradient: their task slices never conflict. Both evaluate the batch one task chunk
+at a time under vmap, so per-task layers apply each task's own matrices (a batched matmul) rather
+than handling a mixed-task batch.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tenso
     return chunks
 
 
+def map_task_chunks(fn: Callable[..., Tensor], tensors: dict[str, Tensor], counts: Tensor) -> Tensor:
+    """Row-wise ``fn(**tensors) -> (B, ...)`` evaluated one task chunk at a time under vmap, back in row order.
+
+    Same values as calling ``fn`` on the whole task-contiguous batch, but per-task layers see one task
+    per chunk (a batched matmul with each task's matrix instead of a mixed-task layer).
+    """
+    chunks = chunk_by_task(tensors, counts)
+    mask = chunks.pop("mask").bool()
+    out = torch.func.vmap(lambda chunk: fn(**chunk))(chunks)
+    if bool(mask.all()):
+        return out.reshape(-1, *out.shape[2:])
+    return out[mask]
+
+
 def _task_specific_names(module: nn.Module) -> set[str]:
     """Names (relative to `module`) of parameters whose task slices are used by one task only."""
     names: set[str] = set()
@@ -90,6 +106,17 @@ class BalancedObjective:
         params = dict(self.module.named_parameters())
         return {name: params[name] for name in self.names}
 
+    def task_losses(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor,
+                    params: dict[str, Tensor] | None = None) -> Tensor:
+        """(K,) per-task mean losses, evaluated chunk by chunk under vmap (differentiable).
+
+        Each chunk is one task, so per-task layers apply that task's matrix to its rows (one batched
+        matmul) instead of handling a mixed-task batch.
+        """
+        params = self.parameters() if params is None else params
+        chunks = chunk_by_task(tensors, counts)
+        return torch.func.vmap(self._chunk_loss(sample_loss), in_dims=(None, 0))(params, chunks)
+
     def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor):
         """(K, D) per-task gradients over all parameters (columns in `parameters()` order) and the (K,) losses."""
         params = self.parameters()
@@ -100,7 +127,7 @@ class BalancedObjective:
         """Set `.grad` of the module's parameters from the balanced per-task losses; return those (K,) losses."""
         params = self.parameters()
         if self.balancer.kind == "loss":
-            losses = task_mean(sample_loss(params, **tensors), tensors["task_ids"], self.num_tasks)
+            losses = self.task_losses(sample_loss, tensors, counts, params)
             weights = self.balancer.weights(losses.detach()).to(losses)
             (weights * losses).sum().backward()
             self.last_weights = weights.detach()
@@ -114,12 +141,11 @@ class BalancedObjective:
         return losses.detach()
 
     @torch.no_grad()
-    def after_step(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], losses_before: Tensor) -> None:
+    def after_step(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor,
+                   losses_before: Tensor) -> None:
         """FAMO-style methods: re-evaluate the task losses on the same batch after the step and update."""
         if self.needs_after_step:
-            params = dict(self.module.named_parameters())
-            after = task_mean(sample_loss(params, **tensors), tensors["task_ids"], self.num_tasks)
-            self.balancer.update(losses_before, after)
+            self.balancer.update(losses_before, self.task_losses(sample_loss, tensors, counts))
 
     def conflict_stats(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> dict:
         """Cosine/conflict/norm statistics of the shared parameters' per-task gradients (for logging)."""
