@@ -68,10 +68,15 @@ def run_train(cfg: DictConfig) -> None:
         from mtrl.trainer import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    cfg = prepare_job(cfg, run_dir, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
-    if cfg is None:  # a sweep job whose directory already holds the finished run
-        return
-    result = train(cfg, run_dir)
+    try:
+        cfg = prepare_job(cfg, run_dir, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+        if cfg is None:  # a sweep job whose directory already holds the finished run
+            return
+        result = train(cfg, run_dir)
+    except UserError:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):  # Hydra made it for a run that never started
+            run_dir.rmdir()
+        raise
     if result is not None:
         print(result.table())
     print(f"run directory: {run_dir}")

@@ -26,6 +26,7 @@ from tests.conftest import assert_one_line_error, run_cli, smoke_config
 )
 def test_train_rejects_bad_config(tmp_path, args, fragments):
     assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'r'}", *args), *fragments)
+    assert not (tmp_path / "r").exists()  # a rejected run leaves no (empty) run directory behind
 
 
 def test_evaluate_rejects_missing_and_corrupt_checkpoints(tmp_path):
