@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from mtrl import checkpoint
+from mtrl.cli import sweep_jobs_to_check
 from mtrl.trainer import Trainer
 from tests.conftest import assert_one_line_error, run_cli, smoke_config
 
@@ -27,6 +28,29 @@ from tests.conftest import assert_one_line_error, run_cli, smoke_config
 def test_train_rejects_bad_config(tmp_path, args, fragments):
     assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'r'}", *args), *fragments)
     assert not (tmp_path / "r").exists()  # a rejected run leaves no (empty) run directory behind
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["seed=1,2", "balancer=uniform,nope"], ["balancer/nope", "pcgrad"]),
+        (["seed=1,2", "agent.gama=0.9,0.99"], ["agent.gama"]),
+        (["hydra/launcher=nope"], ["hydra/launcher/nope", "local"]),
+    ],
+)
+def test_sweeps_check_every_swept_value_first(tmp_path, args, fragments):
+    proc = run_cli("train.py", "-m", "experiment=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}", *args)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "sweep").exists()  # no job started
+
+
+def test_sweep_jobs_to_check_cover_every_value():
+    jobs = sweep_jobs_to_check(["seed=1,2,3", "balancer=uniform,pcgrad", "env=mt10", "lr=range(1,3)", "x=glob(*)"])
+    assert jobs[0] == ["seed=1", "balancer=uniform", "env=mt10", "lr=1"]
+    assert {tuple(job) for job in jobs[1:]} == {("seed=2", "balancer=uniform", "env=mt10", "lr=1"),
+                                                ("seed=3", "balancer=uniform", "env=mt10", "lr=1"),
+                                                ("seed=1", "balancer=pcgrad", "env=mt10", "lr=1"),
+                                                ("seed=1", "balancer=uniform", "env=mt10", "lr=2")}
 
 
 def test_evaluate_rejects_missing_and_corrupt_checkpoints(tmp_path):
