@@ -39,9 +39,13 @@ class KBackwardObjective(BalancedObjective):
     """Reference: per-task gradients from K separate backward passes instead of one vmap pass."""
 
     def per_task_gradients(self, sample_loss, tensors, counts):
-        params = dict(self.module.named_parameters())
-        losses = task_mean(sample_loss(params, **tensors), tensors["task_ids"], self.num_tasks)
-        return balancers.per_task_gradients_loop(losses, list(params.values())).detach(), losses.detach()
+        params = self.parameters()
+        out = sample_loss(params, **tensors)
+        per_sample, aux = out if isinstance(out, tuple) else (out, {})
+        ids = tensors["task_ids"]
+        losses = task_mean(per_sample, ids, self.num_tasks)
+        G = balancers.per_task_gradients_loop(losses, list(params.values())).detach()
+        return G, (losses.detach(), {k: task_mean(v.detach(), ids, self.num_tasks) for k, v in aux.items()})
 
 
 def make_agent(method: str, num_tasks: int, device: torch.device) -> SACAgent:

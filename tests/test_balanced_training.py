@@ -42,7 +42,7 @@ def test_vectorised_per_task_gradients_equal_k_backward(counts):
     batch = _replay().sample(np.array(counts))
     inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
               "target": agent.critic_targets(batch)}
-    G, losses = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
+    G, (losses, _) = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
     params = list(agent.critic_objective.parameters().values())
     reference_losses = task_mean(agent.critic_sample_loss(dict(agent.critic.named_parameters()), **inputs),
                                  batch.task_ids, K)
@@ -59,7 +59,7 @@ def test_chunk_by_chunk_evaluation_equals_the_mixed_batch(encoder, counts):
     inputs = agent.critic_inputs(batch)
     objective = agent.critic_objective
     direct = task_mean(agent.critic_sample_loss(objective.parameters(), **inputs), batch.task_ids, K)
-    chunked = objective.task_losses(agent.critic_sample_loss, inputs, batch.counts)
+    chunked, _ = objective.task_losses(agent.critic_sample_loss, inputs, batch.counts)
     torch.testing.assert_close(chunked, direct, rtol=1e-5, atol=1e-6)
     rows = map_task_chunks(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids}, batch.counts)
     torch.testing.assert_close(rows, agent.actor(batch.obs, batch.task_ids), rtol=1e-5, atol=1e-6)

@@ -43,6 +43,30 @@ def test_update_returns_per_task_vectors_and_changes_parameters():
     assert (metrics["alpha"] != 1.0).all()
 
 
+@pytest.mark.parametrize("counts", [[16, 16, 16], [10, 0, 22]])
+def test_temperature_losses_use_the_actor_before_its_step(counts):
+    agent = _agent()
+    replay_batch = _batch(per_task=22)
+    rows = torch.cat([torch.arange(n) + 22 * k for k, n in enumerate(counts)])
+    batch = type(replay_batch)(**{name: getattr(replay_batch, name)[rows] for name in
+                                  ("obs", "action", "reward", "next_obs", "terminated", "task_ids")},
+                               counts=torch.tensor(counts))
+    actor_before = {k: v.detach().clone() for k, v in agent.actor.named_parameters()}
+    log_alpha_before = agent.log_alpha.detach().clone()
+    seen = {}
+    make_inputs = agent.actor_inputs
+    agent.actor_inputs = lambda b: seen.setdefault("inputs", make_inputs(b))
+    metrics = agent.update(batch)
+    inputs = seen["inputs"]
+    _, log_prob = agent.sample_action(actor_before, inputs["obs"], inputs["task_ids"], inputs["noise"])
+    mean_log_prob = torch.stack([log_prob[batch.task_ids == k].mean() if n else torch.tensor(0.0)
+                                 for k, n in enumerate(counts)])
+    present = torch.tensor([n > 0 for n in counts], dtype=torch.float32)
+    expected = -log_alpha_before * (mean_log_prob + agent.target_entropy) * present
+    torch.testing.assert_close(metrics["alpha_loss"], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["entropy"], -mean_log_prob, rtol=1e-5, atol=1e-6)
+
+
 def test_critic_loss_falls_on_a_fixed_batch():
     agent = _agent(critic_lr=1e-3)
     batch = _batch()
@@ -72,8 +96,8 @@ def test_uniform_balancer_is_the_mean_of_task_losses():
     target = agent.critic_targets(batch)
     params = dict(agent.critic.named_parameters())
     inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids, "target": target}
-    losses = agent.critic_objective.backward(agent.critic_sample_loss, inputs, batch.counts)
-    assert losses.shape == (K,)
+    losses, aux = agent.critic_objective.backward(agent.critic_sample_loss, inputs, batch.counts)
+    assert losses.shape == (K,) and aux == {}
     got = [p.grad.clone() for p in params.values()]
     agent.critic.zero_grad()
     agent.critic_sample_loss(params, **inputs).mean().backward()  # equal chunks: mean of means = mean

@@ -130,12 +130,12 @@ class CQLAgent(SACAgent):
         return log_prob - torch.log1p(-clipped.pow(2)).sum(-1)
 
     def actor_sample_loss(self, params: dict[str, torch.Tensor], obs: torch.Tensor, task_ids: torch.Tensor,
-                          noise: torch.Tensor, alpha: torch.Tensor, bc_action: torch.Tensor | None = None) -> torch.Tensor:
+                          noise: torch.Tensor, alpha: torch.Tensor, bc_action: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """SAC's actor loss, or during the BC phase alpha_task log pi(a~|s) - log pi(a_data|s)."""
         if bc_action is None:
             return super().actor_sample_loss(params, obs, task_ids, noise, alpha)
         _, log_prob = self.sample_action(params, obs, task_ids, noise)
-        return alpha * log_prob - self.action_log_prob(params, obs, task_ids, bc_action)
+        return alpha * log_prob - self.action_log_prob(params, obs, task_ids, bc_action), {"log_prob": log_prob}
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         metrics = super().update(batch)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl import balancers
-from mtrl.balancers.objective import BalancedObjective, map_task_chunks, task_mean
+from mtrl.balancers.objective import BalancedObjective, map_task_chunks
 from mtrl.errors import UserError
 from mtrl.networks import make_network
 from mtrl.replay import Batch
@@ -166,29 +166,27 @@ class SACAgent:
         return (q1 - target).pow(2) + (q2 - target).pow(2)
 
     def actor_sample_loss(self, params: dict[str, torch.Tensor], obs: torch.Tensor, task_ids: torch.Tensor,
-                          noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """alpha_task log pi(a|s) - min Q(s, a) per sample, with the critics frozen."""
+                          noise: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """alpha_task log pi(a|s) - min Q(s, a) per sample, with the critics frozen; also log pi(a|s)."""
         action, log_prob = self.sample_action(params, obs, task_ids, noise)
         frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
         q1, q2 = functional_call(self.critic, frozen, (obs, action, task_ids))
-        return alpha * log_prob - torch.min(q1, q2)
+        return alpha * log_prob - torch.min(q1, q2), {"log_prob": log_prob}
 
     # ----- the update ---------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC update (critic, actor, temperatures, targets); returns per-task K-vectors of metrics."""
         batch = batch.to(self.device)
-        critic_losses = self._step(self.critic_objective, self.critic_optim, self.critic_sample_loss,
-                                   self.critic_inputs(batch), batch.counts)
-        actor_inputs = self.actor_inputs(batch)
-        with torch.no_grad():
-            log_prob = map_task_chunks(lambda obs, task_ids, noise: self.sample_action(None, obs, task_ids, noise)[1],
-                                       {k: actor_inputs[k] for k in ("obs", "task_ids", "noise")}, batch.counts)
-        actor_losses = self._step(self.actor_objective, self.actor_optim, self.actor_sample_loss,
-                                  actor_inputs, batch.counts)
+        critic_losses, _ = self._step(self.critic_objective, self.critic_optim, self.critic_sample_loss,
+                                      self.critic_inputs(batch), batch.counts)
+        actor_losses, actor_aux = self._step(self.actor_objective, self.actor_optim, self.actor_sample_loss,
+                                             self.actor_inputs(batch), batch.counts)
 
-        # Temperature losses stay per task and unbalanced: each log-alpha only sees its own task.
-        alpha_losses = task_mean(-self.log_alpha[batch.task_ids] * (log_prob + self.target_entropy),
-                                 batch.task_ids, self.num_tasks)
+        # Temperature losses stay per task and unbalanced: each log-alpha only sees its own task. They use
+        # the per-task mean log pi(a|s) of the actor loss's forward pass (the actor before its step).
+        log_prob = actor_aux["log_prob"]
+        present = (batch.counts > 0).to(log_prob)
+        alpha_losses = -self.log_alpha * (log_prob + self.target_entropy) * present
         self.alpha_optim.zero_grad(set_to_none=True)
         alpha_losses.sum().backward()
         self.alpha_optim.step()
@@ -199,7 +197,7 @@ class SACAgent:
             "actor_loss": actor_losses,
             "alpha_loss": alpha_losses.detach(),
             "alpha": self.log_alpha.detach().exp(),
-            "entropy": -task_mean(log_prob, batch.task_ids, self.num_tasks),
+            "entropy": -log_prob,
         }
 
     def critic_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -216,12 +214,12 @@ class SACAgent:
     @staticmethod
     def _step(objective: BalancedObjective, optim: torch.optim.Optimizer, sample_loss, inputs: dict,
               counts: torch.Tensor) -> torch.Tensor:
-        """Balanced backward, optimiser step, then the balancer's post-step update (FAMO)."""
+        """Balanced backward, optimiser step, then the balancer's post-step update (FAMO); (K,) losses and aux."""
         optim.zero_grad(set_to_none=True)
-        losses = objective.backward(sample_loss, inputs, counts)
+        losses, aux = objective.backward(sample_loss, inputs, counts)
         optim.step()
         objective.after_step(sample_loss, inputs, counts, losses)
-        return losses
+        return losses, aux
 
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
         """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""

@@ -10,7 +10,7 @@ than handling a mixed-task batch.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,10 @@ from mtrl.balancers.base import Balancer
 from mtrl.balancers.stats import gradient_stats
 from mtrl.balancers.task_gradients import per_task_gradients, write_direction
 
-SampleLoss = Callable[..., Tensor]  # (params, **tensors) -> per-sample losses (B,)
+# (params, **tensors) -> per-sample losses (B,), or (losses, {name: per-sample values (B,)}) whose
+# per-task means come back from the objective alongside the losses (e.g. SAC's log-probabilities).
+SampleLoss = Callable[..., Union[Tensor, tuple[Tensor, dict[str, Tensor]]]]
+TaskAux = dict[str, Tensor]  # name -> (K,) per-task means of a sample loss's extra outputs
 
 
 def task_mean(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
@@ -93,11 +96,17 @@ class BalancedObjective:
         self.last_weights: Tensor | None = None
         self.needs_after_step = type(balancer).update is not Balancer.update
 
-    def _chunk_loss(self, sample_loss: SampleLoss) -> Callable[[dict[str, Tensor], dict[str, Tensor]], Tensor]:
-        def loss(params: dict[str, Tensor], chunk: dict[str, Tensor]) -> Tensor:
+    def _chunk_loss(self, sample_loss: SampleLoss) -> Callable[[dict[str, Tensor], dict[str, Tensor]], tuple]:
+        """One task chunk's (mean loss, {name: mean of the detached extra outputs}), padding rows masked out."""
+        def loss(params: dict[str, Tensor], chunk: dict[str, Tensor]) -> tuple[Tensor, TaskAux]:
             mask = chunk["mask"]
-            per_sample = sample_loss(params, **{k: v for k, v in chunk.items() if k != "mask"})
-            return (per_sample * mask).sum() / mask.sum().clamp(min=1.0)
+            out = sample_loss(params, **{k: v for k, v in chunk.items() if k != "mask"})
+            per_sample, aux = out if isinstance(out, tuple) else (out, {})
+
+            def mean(values: Tensor) -> Tensor:
+                return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+            return mean(per_sample), {name: mean(values.detach()) for name, values in aux.items()}
 
         return loss
 
@@ -107,8 +116,8 @@ class BalancedObjective:
         return {name: params[name] for name in self.names}
 
     def task_losses(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor,
-                    params: dict[str, Tensor] | None = None) -> Tensor:
-        """(K,) per-task mean losses, evaluated chunk by chunk under vmap (differentiable).
+                    params: dict[str, Tensor] | None = None) -> tuple[Tensor, TaskAux]:
+        """(K,) per-task mean losses (differentiable) and extra outputs, evaluated chunk by chunk under vmap.
 
         Each chunk is one task, so per-task layers apply that task's matrix to its rows (one batched
         matmul) instead of handling a mixed-task batch.
@@ -117,40 +126,41 @@ class BalancedObjective:
         chunks = chunk_by_task(tensors, counts)
         return torch.func.vmap(self._chunk_loss(sample_loss), in_dims=(None, 0))(params, chunks)
 
-    def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor):
-        """(K, D) per-task gradients over all parameters (columns in `parameters()` order) and the (K,) losses."""
+    def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor],
+                           counts: Tensor) -> tuple[Tensor, tuple[Tensor, TaskAux]]:
+        """(K, D) per-task gradients over all parameters (columns in `parameters()` order), (K,) losses and aux."""
         params = self.parameters()
         return per_task_gradients(self._chunk_loss(sample_loss), params, chunk_by_task(tensors, counts),
-                                  return_losses=True)
+                                  return_losses=True, has_aux=True)
 
-    def backward(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> Tensor:
-        """Set `.grad` of the module's parameters from the balanced per-task losses; return those (K,) losses."""
+    def backward(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> tuple[Tensor, TaskAux]:
+        """Set `.grad` of the module's parameters from the balanced per-task losses; return those (K,) losses and aux."""
         params = self.parameters()
         if self.balancer.kind == "loss":
-            losses = self.task_losses(sample_loss, tensors, counts, params)
+            losses, aux = self.task_losses(sample_loss, tensors, counts, params)
             weights = self.balancer.weights(losses.detach()).to(losses)
             (weights * losses).sum().backward()
             self.last_weights = weights.detach()
-            return losses.detach()
-        G, losses = self.per_task_gradients(sample_loss, tensors, counts)
+            return losses.detach(), aux
+        G, (losses, aux) = self.per_task_gradients(sample_loss, tensors, counts)
         direction, weights = self.balancer.combine(G[:, : self.num_shared])
         if self.num_shared < G.shape[1]:
             direction = torch.cat([direction, G[:, self.num_shared :].mean(0)])
         write_direction(direction, list(params.values()))
         self.last_weights = None if weights is None else weights.detach()
-        return losses.detach()
+        return losses.detach(), aux
 
     @torch.no_grad()
     def after_step(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor,
                    losses_before: Tensor) -> None:
         """FAMO-style methods: re-evaluate the task losses on the same batch after the step and update."""
         if self.needs_after_step:
-            self.balancer.update(losses_before, self.task_losses(sample_loss, tensors, counts))
+            self.balancer.update(losses_before, self.task_losses(sample_loss, tensors, counts)[0])
 
     def conflict_stats(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> dict:
         """Cosine/conflict/norm statistics of the shared parameters' per-task gradients (for logging)."""
         gram = getattr(self.balancer, "last_gram", None)
         if gram is None:
-            G, _ = self.per_task_gradients(sample_loss, tensors, counts)
+            G = self.per_task_gradients(sample_loss, tensors, counts)[0]
             return gradient_stats(G[:, : self.num_shared])
         return gradient_stats(gram=gram)

@@ -29,17 +29,23 @@ def per_task_gradients(
     chunk_size: Optional[int] = None,
     randomness: str = "error",
     return_losses: bool = False,
-) -> Union[Tensor, tuple[Tensor, Tensor]]:
+    has_aux: bool = False,
+) -> Union[Tensor, tuple[Tensor, Any]]:
     """(K, D) gradients of ``loss_fn(params, batch_k)`` for each task k, from one ``vmap(grad)`` pass.
 
     ``task_batch`` is a pytree whose leaves have leading dim K (one chunk per task; a "mask" entry
     is just another leaf for ``loss_fn`` to use). Rows are flattened in the order of ``params``;
     parameters are detached first (no graph is built through them). ``chunk_size`` bounds vmap's
     memory; ``randomness`` is vmap's ("error" by default: pre-sample noise into the batch, or pass
-    "different" for independent draws per task). ``return_losses=True`` also returns the (K,) losses.
+    "different" for independent draws per task). ``return_losses=True`` also returns the (K,) losses;
+    ``has_aux=True`` means ``loss_fn`` returns (loss, aux) as in ``torch.func.grad``, and the (K,) losses
+    come back as (losses, aux) with aux's leaves stacked over tasks.
     """
     detached = {name: p.detach() for name, p in params.items()}
-    fn = torch.func.grad_and_value(loss_fn) if return_losses else torch.func.grad(loss_fn)
+    if return_losses:
+        fn = torch.func.grad_and_value(loss_fn, has_aux=has_aux)
+    else:
+        fn = torch.func.grad(loss_fn, has_aux=has_aux)
     out = torch.func.vmap(fn, in_dims=(None, 0), chunk_size=chunk_size, randomness=randomness)(detached, task_batch)
     grads, losses = out if return_losses else (out, None)
     G = flatten((grads[name] for name in detached), batch_dims=1)
