@@ -24,7 +24,7 @@ import torch
 from torch.func import functional_call
 
 from mtrl.agents.sac import SACAgent, SACConfig
-from mtrl.balancers.objective import task_mean
+from mtrl.balancers.objective import map_task_chunks, task_mean
 from mtrl.errors import UserError
 from mtrl.replay import Batch
 
@@ -67,13 +67,19 @@ class CQLAgent(SACAgent):
         b, n, a = len(batch), self.cql.num_actions, self.act_dim
         uniform = torch.rand(b, n, a, device=self.device) * 2.0 - 1.0
         uniform_log_density = torch.full((b, n), -a * math.log(2.0), device=self.device)
-        task_ids = batch.task_ids.repeat_interleave(n)
+        def policy_samples(obs: torch.Tensor, task_ids: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            """(rows, N, A + 1): N policy actions per observation and their log-probabilities."""
+            rows = obs.shape[0]
+            ids = task_ids if task_ids.dim() == 0 else task_ids.repeat_interleave(n)
+            action, log_prob = self.sample_action(None, obs.repeat_interleave(n, dim=0), ids, noise.reshape(rows * n, a))
+            return torch.cat([action.view(rows, n, a), log_prob.view(rows, n, 1)], dim=-1)
+
         sampled, log_probs = [uniform], [uniform_log_density]
         for obs in (batch.obs, batch.next_obs):
-            noise = torch.randn(b * n, a, device=self.device)
-            action, log_prob = self.sample_action(None, obs.repeat_interleave(n, dim=0), task_ids, noise)
-            sampled.append(action.view(b, n, a))
-            log_probs.append(log_prob.view(b, n))
+            noise = torch.randn(b, n, a, device=self.device)
+            out = map_task_chunks(policy_samples, {"obs": obs, "task_ids": batch.task_ids, "noise": noise}, batch.counts)
+            sampled.append(out[..., :a])
+            log_probs.append(out[..., a])
         return torch.cat(sampled, 1), torch.cat(log_probs, 1)
 
     def critic_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:

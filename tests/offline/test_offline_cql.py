@@ -40,6 +40,11 @@ def test_sampled_actions_and_densities():
     assert actions.shape == (len(batch), 3 * N, ACT) and log_density.shape == (len(batch), 3 * N)
     assert actions.abs().max() <= 1.0 and torch.isfinite(log_density).all()
     torch.testing.assert_close(log_density[:, :N], torch.full((len(batch), N), -ACT * math.log(2.0)))
+    # The policy's samples at s are paired with their own observation, task and log-probability.
+    obs, ids = batch.obs.repeat_interleave(N, 0), batch.task_ids.repeat_interleave(N)
+    with torch.no_grad():
+        density = agent.action_log_prob(None, obs, ids, actions[:, N : 2 * N].reshape(-1, ACT))
+    torch.testing.assert_close(density, log_density[:, N : 2 * N].reshape(-1), rtol=1e-3, atol=1e-3)
 
 
 def test_penalty_matches_a_per_sample_loop():
