@@ -23,7 +23,9 @@ class Batch:
     counts: torch.Tensor  # (K,) rows per task
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        """The transitions on `device`; `counts` stays on the CPU (it sets shapes: no device syncs)."""
+        return Batch(**{f.name: getattr(self, f.name) if f.name == "counts" else getattr(self, f.name).to(device)
+                        for f in fields(self)})
 
     def __len__(self) -> int:
         return int(self.task_ids.shape[0])
