@@ -41,7 +41,7 @@ def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tenso
     k, n_max = counts.numel(), int(counts.max())
     device = next(iter(tensors.values())).device
     if bool((counts == n_max).all()):  # equal shares (the usual case): the chunks are views, no copy
-        chunks = {name: t.view(k, n_max, *t.shape[1:]) for name, t in tensors.items() if name != "task_ids"}
+        chunks = {name: t.reshape(k, n_max, *t.shape[1:]) for name, t in tensors.items() if name != "task_ids"}
         mask = torch.ones(k, n_max, dtype=torch.bool, device=device)
     else:
         offsets = torch.cumsum(counts, 0) - counts
@@ -67,7 +67,7 @@ def map_task_chunks(fn: Callable[..., Tensor], tensors: dict[str, Tensor], count
     chunks = chunk_by_task(tensors, counts)
     mask = chunks.pop("mask").bool()
     out = torch.func.vmap(lambda chunk: fn(**chunk))(chunks)
-    if bool(mask.all()):
+    if bool((counts == counts.max()).all()):  # no padding rows
         return out.reshape(-1, *out.shape[2:])
     return out[mask]
 
