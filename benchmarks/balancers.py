@@ -28,7 +28,7 @@ from common import ACT_DIM, OBS_DIM, filled_replay, interleaved_medians, machine
 
 from mtrl import balancers  # noqa: E402
 from mtrl.agents import SACAgent, SACConfig  # noqa: E402
-from mtrl.balancers.objective import BalancedObjective, task_mean  # noqa: E402
+from mtrl.balancers.objective import BalancedObjective, split_sample_loss, task_mean  # noqa: E402
 from mtrl.trainer import build_balancers  # noqa: E402
 
 METHODS = ["uniform", "famo", "igb", "pcgrad", "cagrad", "fairgrad", "nashmtl"]
@@ -40,8 +40,7 @@ class KBackwardObjective(BalancedObjective):
 
     def per_task_gradients(self, sample_loss, tensors, counts):
         params = self.parameters()
-        out = sample_loss(params, **tensors)
-        per_sample, aux = out if isinstance(out, tuple) else (out, {})
+        per_sample, aux = split_sample_loss(sample_loss(params, **tensors))
         ids = tensors["task_ids"]
         losses = task_mean(per_sample, ids, self.num_tasks)
         G = balancers.per_task_gradients_loop(losses, list(params.values())).detach()

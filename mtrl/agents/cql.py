@@ -67,6 +67,7 @@ class CQLAgent(SACAgent):
         b, n, a = len(batch), self.cql.num_actions, self.act_dim
         uniform = torch.rand(b, n, a, device=self.device) * 2.0 - 1.0
         uniform_log_density = torch.full((b, n), -a * math.log(2.0), device=self.device)
+
         def policy_samples(obs: torch.Tensor, task_ids: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
             """(rows, N, A + 1): N policy actions per observation and their log-probabilities."""
             rows = obs.shape[0]

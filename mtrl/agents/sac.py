@@ -213,7 +213,7 @@ class SACAgent:
 
     @staticmethod
     def _step(objective: BalancedObjective, optim: torch.optim.Optimizer, sample_loss, inputs: dict,
-              counts: torch.Tensor) -> torch.Tensor:
+              counts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Balanced backward, optimiser step, then the balancer's post-step update (FAMO); (K,) losses and aux."""
         optim.zero_grad(set_to_none=True)
         losses, aux = objective.backward(sample_loss, inputs, counts)

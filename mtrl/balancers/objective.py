@@ -25,6 +25,11 @@ SampleLoss = Callable[..., Union[Tensor, tuple[Tensor, dict[str, Tensor]]]]
 TaskAux = dict[str, Tensor]  # name -> (K,) per-task means of a sample loss's extra outputs
 
 
+def split_sample_loss(out: Union[Tensor, tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, dict[str, Tensor]]:
+    """A sample loss's output as (per-sample losses, per-sample extra outputs; {} if it has none)."""
+    return out if isinstance(out, tuple) else (out, {})
+
+
 def task_mean(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
     """Average per-sample values within each task: (B,) -> (K,); tasks absent from the batch get 0."""
     sums = values.new_zeros(num_tasks).index_add(0, task_ids, values)
@@ -100,8 +105,7 @@ class BalancedObjective:
         """One task chunk's (mean loss, {name: mean of the detached extra outputs}), padding rows masked out."""
         def loss(params: dict[str, Tensor], chunk: dict[str, Tensor]) -> tuple[Tensor, TaskAux]:
             mask = chunk["mask"]
-            out = sample_loss(params, **{k: v for k, v in chunk.items() if k != "mask"})
-            per_sample, aux = out if isinstance(out, tuple) else (out, {})
+            per_sample, aux = split_sample_loss(sample_loss(params, **{k: v for k, v in chunk.items() if k != "mask"}))
 
             def mean(values: Tensor) -> Tensor:
                 return (values * mask).sum() / mask.sum().clamp(min=1.0)

@@ -38,8 +38,8 @@ def per_task_gradients(
     parameters are detached first (no graph is built through them). ``chunk_size`` bounds vmap's
     memory; ``randomness`` is vmap's ("error" by default: pre-sample noise into the batch, or pass
     "different" for independent draws per task). ``return_losses=True`` also returns the (K,) losses;
-    ``has_aux=True`` means ``loss_fn`` returns (loss, aux) as in ``torch.func.grad``, and the (K,) losses
-    come back as (losses, aux) with aux's leaves stacked over tasks.
+    ``has_aux=True`` means ``loss_fn`` returns (loss, aux) as in ``torch.func.grad``: the aux (leaves
+    stacked over tasks) comes back too, as (G, aux), or as (G, (losses, aux)) with ``return_losses``.
     """
     detached = {name: p.detach() for name, p in params.items()}
     if return_losses:
@@ -47,9 +47,9 @@ def per_task_gradients(
     else:
         fn = torch.func.grad(loss_fn, has_aux=has_aux)
     out = torch.func.vmap(fn, in_dims=(None, 0), chunk_size=chunk_size, randomness=randomness)(detached, task_batch)
-    grads, losses = out if return_losses else (out, None)
+    grads, extra = out if (return_losses or has_aux) else (out, None)
     G = flatten((grads[name] for name in detached), batch_dims=1)
-    return (G, losses) if return_losses else G
+    return G if extra is None else (G, extra)
 
 
 def per_task_gradients_loop(task_losses: Tensor, params: Params) -> Tensor:

@@ -40,6 +40,24 @@ def test_vmap_matches_the_per_task_loop():
     assert not G.requires_grad
 
 
+def test_aux_outputs_come_back_stacked_over_tasks():
+    net, batch, loss_fn = setup()
+    params = dict(net.named_parameters())
+
+    def with_aux(params, chunk):
+        return loss_fn(params, chunk), {"mean_target": chunk["target"].mean()}
+
+    expected_aux = batch["target"].mean(1)
+    G = per_task_gradients(loss_fn, params, batch)
+    G_aux, aux = per_task_gradients(with_aux, params, batch, has_aux=True)
+    torch.testing.assert_close(G_aux, G)
+    torch.testing.assert_close(aux["mean_target"], expected_aux)
+    G_both, (losses, aux) = per_task_gradients(with_aux, params, batch, has_aux=True, return_losses=True)
+    torch.testing.assert_close(G_both, G)
+    torch.testing.assert_close(losses, per_task_gradients(loss_fn, params, batch, return_losses=True)[1])
+    torch.testing.assert_close(aux["mean_target"], expected_aux)
+
+
 def test_loop_reference_fills_unused_parameters_with_zeros():
     a, b = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)
     losses = torch.stack([(a * 2).sum(), (a * 3).sum()])
