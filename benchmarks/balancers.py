@@ -28,7 +28,8 @@ from common import ACT_DIM, OBS_DIM, filled_replay, interleaved_medians, machine
 
 from mtrl import balancers  # noqa: E402
 from mtrl.agents import SACAgent, SACConfig  # noqa: E402
-from mtrl.balancers.objective import BalancedObjective, split_sample_loss, task_mean  # noqa: E402
+from mtrl.balancers.objective import BalancedObjective, split_sample_loss  # noqa: E402
+from mtrl.batch import task_mean  # noqa: E402
 from mtrl.trainer import build_balancers  # noqa: E402
 
 METHODS = ["uniform", "famo", "igb", "pcgrad", "cagrad", "fairgrad", "nashmtl"]

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 import torch
 
+from mtrl.batch import Batch
 from mtrl.errors import UserError
-
-
-@dataclass
-class Batch:
-    """Transitions grouped in contiguous task chunks; `counts[k]` rows belong to task k."""
-
-    obs: torch.Tensor
-    action: torch.Tensor
-    reward: torch.Tensor
-    next_obs: torch.Tensor
-    terminated: torch.Tensor  # 1.0 where the next state is terminal (no bootstrap); truncation is 0
-    task_ids: torch.Tensor
-    counts: torch.Tensor  # (K,) rows per task
-
-    def to(self, device: torch.device | str) -> "Batch":
-        """The transitions on `device`; `counts` stays on the CPU (it sets shapes: no device syncs)."""
-        return Batch(**{f.name: getattr(self, f.name) if f.name == "counts" else getattr(self, f.name).to(device)
-                        for f in fields(self)})
-
-    def __len__(self) -> int:
-        return int(self.task_ids.shape[0])
 
 
 def allocate(total: int, shares: np.ndarray) -> np.ndarray:

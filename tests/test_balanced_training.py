@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtrl import balancers
 from mtrl.agents import SACAgent, SACConfig
-from mtrl.balancers.objective import map_task_chunks, task_mean
+from mtrl.batch import map_task_chunks, task_mean
 from mtrl.errors import UserError
 from mtrl.networks import available as encoders
 from mtrl.replay import MultiTaskReplay

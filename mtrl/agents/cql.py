@@ -24,9 +24,8 @@ import torch
 from torch.func import functional_call
 
 from mtrl.agents.sac import SACAgent, SACConfig
-from mtrl.balancers.objective import map_task_chunks, task_mean
+from mtrl.batch import Batch, map_task_chunks, task_mean
 from mtrl.errors import UserError
-from mtrl.replay import Batch
 
 
 @dataclass

@@ -20,10 +20,10 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl import balancers
-from mtrl.balancers.objective import BalancedObjective, map_task_chunks
+from mtrl.balancers.objective import BalancedObjective
+from mtrl.batch import Batch, map_task_chunks
 from mtrl.errors import UserError
 from mtrl.networks import make_network
-from mtrl.replay import Batch
 
 
 @dataclass

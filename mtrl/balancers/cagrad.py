@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from mtrl.balancers.base import GradientBalancer, check_choice, check_int, check_number, uniform_weights
+from mtrl import checks
+from mtrl.balancers.base import GradientBalancer, uniform_weights
 
 #: |g_w*| <= DEGENERATE * |g0| means 0 is (nearly) in the hull of the gradients: solve the primal instead.
 DEGENERATE = 1e-4
@@ -33,10 +34,10 @@ class CAGrad(GradientBalancer):
         self, num_tasks: int, *, c: float = 0.4, rescale: bool = True, tol: float = 1e-12, max_iter: int = 200
     ) -> None:
         super().__init__(num_tasks)
-        self.c = check_number(self.name, "c", c, low=0.0, strict=False)
-        self.rescale = check_choice(self.name, "rescale", rescale, (False, True))
-        self.tol = check_number(self.name, "tol", tol, low=0.0, strict=True)
-        self.max_iter = check_int(self.name, "max_iter", max_iter, low=1)
+        self.c = checks.number("balancer.c", c, 0.0)
+        self.rescale = checks.flag("balancer.rescale", rescale)
+        self.tol = checks.number("balancer.tol", tol, 0.0, strict_low=True)
+        self.max_iter = checks.integer("balancer.max_iter", max_iter, 1)
 
     def dual_weights(self, A: np.ndarray) -> np.ndarray:
         """argmin over the simplex of w.(A u) + c sqrt(u.A u) sqrt(w.A w), u = 1/K (A: scaled Gram)."""

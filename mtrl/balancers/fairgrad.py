@@ -7,9 +7,9 @@ from functools import partial
 import numpy as np
 from scipy.optimize import least_squares
 
-from mtrl.balancers.base import (
-    GradientBalancer, check_choice, check_int, check_number, newton_power_solve, solve_power_weights,
-)
+from mtrl import checks
+from mtrl.balancers.base import GradientBalancer
+from mtrl.balancers.power_solver import newton_power_solve, solve_power_weights
 
 
 class FairGrad(GradientBalancer):
@@ -33,11 +33,11 @@ class FairGrad(GradientBalancer):
         tol: float = 1e-12, max_iter: int = 200, ridge: float = 1e-8,
     ) -> None:
         super().__init__(num_tasks)
-        self.alpha = check_number(self.name, "alpha", alpha, low=0.0, strict=True)
-        self.solver = check_choice(self.name, "solver", solver, ("least_squares", "newton"))
-        self.tol = check_number(self.name, "tol", tol, low=0.0, strict=True)
-        self.max_iter = check_int(self.name, "max_iter", max_iter, low=1)
-        self.ridge = check_number(self.name, "ridge", ridge, low=0.0, strict=False)
+        self.alpha = checks.number("balancer.alpha", alpha, 0.0, strict_low=True)
+        self.solver = checks.choice("balancer.solver", solver, ("least_squares", "newton"))
+        self.tol = checks.number("balancer.tol", tol, 0.0, strict_low=True)
+        self.max_iter = checks.integer("balancer.max_iter", max_iter, 1)
+        self.ridge = checks.number("balancer.ridge", ridge, 0.0)
 
     def _least_squares(self, A: np.ndarray, p: float, x0: np.ndarray) -> np.ndarray:
         """Bounded least squares on r(x) = A x - x^-p, x > 0."""

@@ -9,7 +9,8 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 from torch import Tensor
 
-from mtrl.balancers.base import BalancerError, LossBalancer, check_choice, check_number
+from mtrl import checks
+from mtrl.balancers.base import BalancerError, LossBalancer
 
 #: Adam's defaults, as the authors use them for the logits.
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -37,10 +38,10 @@ class FAMO(LossBalancer):
         min_losses: Union[float, Sequence[float]] = 0.0, eps: float = 1e-8, variant: str = "paper",
     ) -> None:
         super().__init__(num_tasks)
-        self.lr = check_number(self.name, "lr", lr, low=0.0, strict=True)
-        self.gamma = check_number(self.name, "gamma", gamma, low=0.0, strict=False)
-        self.eps = check_number(self.name, "eps", eps, low=0.0, strict=True)
-        self.variant = check_choice(self.name, "variant", variant, ("paper", "authors"))
+        self.lr = checks.number("balancer.lr", lr, 0.0, strict_low=True)
+        self.gamma = checks.number("balancer.gamma", gamma, 0.0)
+        self.eps = checks.number("balancer.eps", eps, 0.0, strict_low=True)
+        self.variant = checks.choice("balancer.variant", variant, ("paper", "authors"))
         self.min_losses = self._check_min_losses(min_losses)
         self.logits = torch.zeros(num_tasks, dtype=torch.float64)
         self.exp_avg = torch.zeros(num_tasks, dtype=torch.float64)
@@ -54,7 +55,7 @@ class FAMO(LossBalancer):
         values = [value] * self.num_tasks if isinstance(value, numbers.Real) else list(value)
         if len(values) != self.num_tasks:
             raise BalancerError(f"{self.name}: min_losses must be a number or {self.num_tasks} numbers, got {len(values)}")
-        return torch.tensor([check_number(self.name, "min_losses", v, low=-math.inf, strict=True) for v in values],
+        return torch.tensor([checks.number("balancer.min_losses", v) for v in values],
                             dtype=torch.float64)
 
     def task_weights(self) -> Tensor:

@@ -7,7 +7,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from mtrl.balancers.base import LossBalancer, check_int, check_number
+from mtrl import checks
+from mtrl.balancers.base import LossBalancer
 
 
 class IGB(LossBalancer):
@@ -26,8 +27,8 @@ class IGB(LossBalancer):
 
     def __init__(self, num_tasks: int, *, base_step: int = 1, eps: float = 1e-8) -> None:
         super().__init__(num_tasks)
-        self.base_step = check_int(self.name, "base_step", base_step, low=1)
-        self.eps = check_number(self.name, "eps", eps, low=0.0, strict=True)
+        self.base_step = checks.integer("balancer.base_step", base_step, 1)
+        self.eps = checks.number("balancer.eps", eps, 0.0, strict_low=True)
         self.loss_sum = torch.zeros(num_tasks, dtype=torch.float64)
         self.observed = 0
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.balancers.base import (
-    GradientBalancer, check_int, check_number, gram_matrix, newton_power_solve, solve_power_weights,
-)
+from mtrl import checks
+from mtrl.balancers.base import GradientBalancer, gram_matrix
+from mtrl.balancers.power_solver import newton_power_solve, solve_power_weights
 
 
 class NashMTL(GradientBalancer):
@@ -36,23 +36,23 @@ class NashMTL(GradientBalancer):
         tol: float = 1e-10, max_iter: int = 100, ridge: float = 1e-8,
     ) -> None:
         super().__init__(num_tasks)
-        self.update_every = check_int(self.name, "update_every", update_every, low=1)
-        self.max_norm = None if max_norm is None else check_number(self.name, "max_norm", max_norm, low=0.0, strict=True)
-        self.tol = check_number(self.name, "tol", tol, low=0.0, strict=True)
-        self.max_iter = check_int(self.name, "max_iter", max_iter, low=1)
-        self.ridge = check_number(self.name, "ridge", ridge, low=0.0, strict=False)
+        self.update_every = checks.integer("balancer.update_every", update_every, 1)
+        self.max_norm = None if max_norm is None else checks.number("balancer.max_norm", max_norm, 0.0, strict_low=True)
+        self.tol = checks.number("balancer.tol", tol, 0.0, strict_low=True)
+        self.max_iter = checks.integer("balancer.max_iter", max_iter, 1)
+        self.ridge = checks.number("balancer.ridge", ridge, 0.0)
         self.step = 0
         self.prev_weights: Optional[Tensor] = None  # float64 weights of the last solve
         self.warm_start: Optional[np.ndarray] = None  # scaled root of the last solve
 
-    def combine(self, G: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        direction, w = super().combine(G)
+    def combine(self, G: Tensor, losses: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        direction, w = super().combine(G, losses)
         norm = float(direction.norm())
         if self.max_norm is not None and norm > self.max_norm:
             direction, w = direction * (self.max_norm / norm), w * (self.max_norm / norm)
         return direction, w
 
-    def _weights(self, G: Tensor) -> Tensor:
+    def _weights(self, G: Tensor, losses: Optional[Tensor]) -> Tensor:
         if self.prev_weights is None or self.step % self.update_every == 0:
             self.last_gram = gram_matrix(G)
             solver = partial(newton_power_solve, tol=self.tol, max_iter=self.max_iter)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from mtrl.balancers.base import Balancer
 from mtrl.balancers.stats import gradient_stats
 from mtrl.balancers.task_gradients import per_task_gradients, write_direction
+from mtrl.batch import chunk_by_task
 
 # (params, **tensors) -> per-sample losses (B,), or (losses, {name: per-sample values (B,)}) whose
 # per-task means come back from the objective alongside the losses (e.g. SAC's log-probabilities).
@@ -28,53 +29,6 @@ TaskAux = dict[str, Tensor]  # name -> (K,) per-task means of a sample loss's ex
 def split_sample_loss(out: Union[Tensor, tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, dict[str, Tensor]]:
     """A sample loss's output as (per-sample losses, per-sample extra outputs; {} if it has none)."""
     return out if isinstance(out, tuple) else (out, {})
-
-
-def task_mean(values: Tensor, task_ids: Tensor, num_tasks: int) -> Tensor:
-    """Average per-sample values within each task: (B,) -> (K,); tasks absent from the batch get 0."""
-    sums = values.new_zeros(num_tasks).index_add(0, task_ids, values)
-    counts = values.new_zeros(num_tasks).index_add(0, task_ids, torch.ones_like(values))
-    return sums / counts.clamp(min=1.0)
-
-
-def chunk_by_task(tensors: dict[str, Tensor], counts: Tensor) -> dict[str, Tensor]:
-    """Re-lay a task-contiguous batch as (K, n_max, ...) chunks plus a (K, n_max) mask of real rows.
-
-    `task_ids` becomes one id per chunk, (K,), which the networks treat as "the whole chunk is this task".
-    """
-    counts = counts.to(torch.long)
-    k, n_max = counts.numel(), int(counts.max())
-    device = next(iter(tensors.values())).device
-    if bool((counts == n_max).all()):  # equal shares (the usual case): the chunks are views, no copy
-        chunks = {name: t.reshape(k, n_max, *t.shape[1:]) for name, t in tensors.items() if name != "task_ids"}
-        mask = torch.ones(k, n_max, dtype=torch.bool, device=device)
-    else:
-        offsets = torch.cumsum(counts, 0) - counts
-        cols = torch.arange(n_max, device=device)
-        counts_d = counts.to(device)
-        mask = cols.unsqueeze(0) < counts_d.unsqueeze(1)
-        rows = torch.minimum(cols.unsqueeze(0), (counts_d - 1).clamp(min=0).unsqueeze(1))
-        # Padding rows repeat a real row (masked out); a task with no rows points at row 0 or the last one.
-        index = (offsets.to(device).unsqueeze(1) + rows).clamp(max=int(counts.sum()) - 1)
-        chunks = {name: t[index] for name, t in tensors.items() if name != "task_ids"}
-    if "task_ids" in tensors:  # one id per chunk: under vmap each chunk sees a 0-dim id (networks' fast path)
-        chunks["task_ids"] = torch.arange(k, device=device)
-    chunks["mask"] = mask.to(next(iter(tensors.values())).dtype)
-    return chunks
-
-
-def map_task_chunks(fn: Callable[..., Tensor], tensors: dict[str, Tensor], counts: Tensor) -> Tensor:
-    """Row-wise ``fn(**tensors) -> (B, ...)`` evaluated one task chunk at a time under vmap, back in row order.
-
-    Same values as calling ``fn`` on the whole task-contiguous batch, but per-task layers see one task
-    per chunk (a batched matmul with each task's matrix instead of a mixed-task layer).
-    """
-    chunks = chunk_by_task(tensors, counts)
-    mask = chunks.pop("mask").bool()
-    out = torch.func.vmap(lambda chunk: fn(**chunk))(chunks)
-    if bool((counts == counts.max()).all()):  # no padding rows
-        return out.reshape(-1, *out.shape[2:])
-    return out[mask]
 
 
 def _task_specific_names(module: nn.Module) -> set[str]:
@@ -147,7 +101,7 @@ class BalancedObjective:
             self.last_weights = weights.detach()
             return losses.detach(), aux
         G, (losses, aux) = self.per_task_gradients(sample_loss, tensors, counts)
-        direction, weights = self.balancer.combine(G[:, : self.num_shared])
+        direction, weights = self.balancer.combine(G[:, : self.num_shared], losses.detach())
         if self.num_shared < G.shape[1]:
             direction = torch.cat([direction, G[:, self.num_shared :].mean(0)])
         write_direction(direction, list(params.values()))
@@ -163,7 +117,7 @@ class BalancedObjective:
 
     def conflict_stats(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Tensor) -> dict:
         """Cosine/conflict/norm statistics of the shared parameters' per-task gradients (for logging)."""
-        gram = getattr(self.balancer, "last_gram", None)
+        gram = self.balancer.last_gram
         if gram is None:
             G = self.per_task_gradients(sample_loss, tensors, counts)[0]
             return gradient_stats(G[:, : self.num_shared])

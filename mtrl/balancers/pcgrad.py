@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.balancers.base import ZERO_TOL, GradientBalancer, check_choice, check_int, gram_matrix
+from mtrl import checks
+from mtrl.balancers.base import ZERO_TOL, GradientBalancer, gram_matrix
 
 #: Added to |g_j| in the ``normalize=True`` (CAGrad/mtrl code base) variant, as that code does.
 NORMALIZE_EPS = 1e-8
@@ -34,13 +35,13 @@ class PCGrad(GradientBalancer):
         self, num_tasks: int, *, reduction: str = "mean", seed: Optional[int] = None, normalize: bool = False
     ) -> None:
         super().__init__(num_tasks)
-        self.reduction = check_choice(self.name, "reduction", reduction, ("mean", "sum"))
-        self.normalize = check_choice(self.name, "normalize", normalize, (False, True))
+        self.reduction = checks.choice("balancer.reduction", reduction, ("mean", "sum"))
+        self.normalize = checks.flag("balancer.normalize", normalize)
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(check_int(self.name, "seed", seed, low=0))
+            self.generator.manual_seed(checks.integer("balancer.seed", seed, 0))
 
     def coefficients(self, gram: np.ndarray) -> np.ndarray:
         """The (K, K) matrix A with projected gradients = A G; draws one set of random orders."""

@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from mtrl.batch import Batch
 from mtrl.errors import UserError
-from mtrl.replay import Batch
 
 MODES = ("none", "all", "cds", "cds_zero")
 RELABELLING_MODES = ("all", "cds")  # modes whose shared rows need task i's reward

@@ -11,9 +11,8 @@ import torch
 from mtrl import balancers
 from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.sac import SACConfig
-from mtrl.balancers.objective import task_mean
+from mtrl.batch import Batch, task_mean
 from mtrl.errors import UserError
-from mtrl.replay import Batch
 
 K, OBS, ACT, N = 3, 7, 4, 5
 
