@@ -17,6 +17,7 @@ class Protocol:
     train_goals: str  # "random": a random goal each episode; "fixed": always goal 0
     eval_goals: str  # "cycle": episode k uses goal k mod goals_per_task; "fixed": goal 0
     eval_episodes: int  # default evaluation episodes per task
+    reward_normalization: bool  # default of env.reward_normalization (training rewards / running std)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -24,9 +25,10 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {
     # Meta-World+: 50 training goals per task, one evaluation episode per goal, 500-step horizon.
-    "metaworld": Protocol("metaworld", 500, 50, "random", "cycle", 50),
-    # mtrl (CAGrad/FAMO/FairGrad MT10 tables): one fixed goal per task, 150-step episodes.
-    "mtrl": Protocol("mtrl", 150, 1, "fixed", "fixed", 1),
+    "metaworld": Protocol("metaworld", 500, 50, "random", "cycle", 50, False),
+    # mtrl (CAGrad/FAMO/FairGrad MT10 tables): one fixed goal per task, 150-step episodes, training rewards
+    # normalised by their running std (facebookresearch/mtrl's env builder).
+    "mtrl": Protocol("mtrl", 150, 1, "fixed", "fixed", 1, True),
 }
 
 

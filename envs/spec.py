@@ -8,10 +8,12 @@ from typing import Any, Mapping
 from envs.goals import Goal, make_goals
 from envs.protocols import Protocol, get_protocol
 from envs.tasks import resolve_tasks
-from envs.vector import MultiTaskVectorEnv, make_vector_env
-from mtrl.errors import UserError
+from envs.vector import COPY_SEED_STRIDE, MultiTaskVectorEnv, make_vector_env
+from envs.workers import resolve_vectorization
+from mtrl import checks
 
-ENV_KEYS = ("tasks", "protocol", "horizon", "goal_seed", "vectorization", "slots")
+ENV_KEYS = ("tasks", "protocol", "horizon", "goal_seed", "vectorization", "workers", "envs_per_task", "slots",
+            "reward_normalization")
 
 
 @dataclass
@@ -22,41 +24,51 @@ class EnvSpec:
     task_names: list[str]
     protocol: Protocol
     goal_seed: int
-    vectorization: str
+    vectorization: str  # auto, sync or async (auto is resolved per machine when envs are made)
     goals: dict[str, list[Goal]]
     slots: int | None = None  # training env slots when fewer than tasks (tasks switch at episode ends)
+    envs_per_task: int = 1  # training env copies of every task
+    workers: int | str = "auto"  # async worker processes
+    reward_normalization: bool = False  # training rewards / running std per task and copy (resolved)
 
     def make(self, seed: int, evaluation: bool = False, render_mode: str | None = None) -> MultiTaskVectorEnv:
-        """The training env (with `slots` if set) or the evaluation env (always one slot per task).
-
-        `render_mode="rgb_array"` builds envs that render frames (video recording of evaluations).
+        """The training env (copies, slots and reward normalisation as set) or the evaluation env (one slot per
+        task, raw rewards). `render_mode="rgb_array"` builds envs that render frames (videos of evaluations).
         """
         return make_vector_env(self.task_names, self.goals, self.protocol, seed, evaluation=evaluation,
-                               vectorization=self.vectorization, slots=None if evaluation else self.slots,
+                               vectorization=self.vectorization, workers=self.workers, slots=self.slots,
+                               envs_per_task=self.envs_per_task, reward_normalization=self.reward_normalization,
                                render_mode=render_mode)
 
     def describe(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "tasks": self.task_names, "protocol": self.protocol.to_dict(),
-                "goal_seed": self.goal_seed}
+                "goal_seed": self.goal_seed, "envs_per_task": self.envs_per_task, "slots": self.slots,
+                "reward_normalization": self.reward_normalization}
 
 
 def build_env_spec(env_cfg: Mapping[str, Any], seed: int) -> EnvSpec:
-    """Resolve tasks and protocol from the env config and generate Meta-World's goals."""
-    unknown = sorted(set(env_cfg) - set(ENV_KEYS))
-    if unknown:
-        raise UserError(f"unknown env option(s) {', '.join(unknown)}; allowed: {', '.join(ENV_KEYS)}")
+    """Resolve tasks and protocol from the env config (a plain mapping), check its values, make the goals."""
+    checks.unknown_keys("env.", list(env_cfg), ENV_KEYS)
     benchmark, task_names = resolve_tasks(env_cfg["tasks"])
     protocol = get_protocol(env_cfg.get("protocol", "metaworld"), env_cfg.get("horizon"))
     goal_seed = env_cfg.get("goal_seed")
-    goal_seed = seed if goal_seed is None else goal_seed
-    if not isinstance(goal_seed, int) or goal_seed < 0:
-        raise UserError(f"env.goal_seed={goal_seed} is not allowed; expected null or an integer >= 0")
-    vectorization = env_cfg.get("vectorization", "sync")
-    if vectorization not in ("sync", "async"):
-        raise UserError(f"env.vectorization='{vectorization}' is not allowed; use sync or async")
+    goal_seed = seed if goal_seed is None else checks.integer("env.goal_seed", goal_seed, 0)
+    vectorization = checks.choice("env.vectorization", env_cfg.get("vectorization", "auto"), ("auto", "sync", "async"))
+    workers = env_cfg.get("workers", "auto")
+    if workers != "auto":
+        workers = checks.integer("env.workers", workers, 1)
+    resolve_vectorization(vectorization, workers, 1, cores=1)  # refuses workers=<n> with vectorization=sync
+    envs_per_task = checks.integer("env.envs_per_task", env_cfg.get("envs_per_task", 1), 1, COPY_SEED_STRIDE - 1)
     slots = env_cfg.get("slots")
-    if slots is not None and (not isinstance(slots, int) or not 1 <= slots <= len(task_names)):
-        raise UserError(f"env.slots={slots} is not allowed; expected null (one slot per task) or 1..{len(task_names)}")
+    if slots is not None:
+        slots = checks.integer("env.slots", slots, 1, len(task_names))
+        slots = None if slots == len(task_names) else slots
+    if slots is not None and envs_per_task != 1:
+        raise checks.fail("env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot "
+                          "runs one env)")
+    normalize = env_cfg.get("reward_normalization")
+    normalize = protocol.reward_normalization if normalize is None else checks.flag("env.reward_normalization",
+                                                                                     normalize)
     goals = make_goals(benchmark, task_names, goal_seed)
-    return EnvSpec(benchmark, task_names, protocol, goal_seed, vectorization, goals,
-                   None if slots == len(task_names) else slots)
+    return EnvSpec(benchmark, task_names, protocol, goal_seed, vectorization, goals, slots, envs_per_task, workers,
+                   normalize)

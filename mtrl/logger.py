@@ -16,11 +16,11 @@ class RunLogger:
     """TensorBoard writer + progress bar (steps/s, recent success, ETA) + recent per-task episode stats."""
 
     def __init__(self, run_dir: Path, task_names: Sequence[str], total_steps: int, start_step: int,
-                 progress: bool, window: int = 10):
+                 progress: bool, window: int = 10, unit: str = "step", description: str = "train"):
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
         self.task_names = list(task_names)
-        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                        disable=not progress, desc="train")
+        self.bar = tqdm(total=total_steps, initial=start_step, unit=unit, dynamic_ncols=True,
+                        disable=not progress, desc=description)
         self.recent_success = [deque(maxlen=window) for _ in self.task_names]
         self.recent_return = [deque(maxlen=window) for _ in self.task_names]
 
@@ -33,6 +33,11 @@ class RunLogger:
         for name, value in zip(self.task_names, values):
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
         self.writer.add_scalar(f"{prefix}/mean", values.mean(), step)
+
+    def metrics(self, prefix: str, values: dict[str, Any], step: int) -> None:
+        """Log each per-task metric vector as <prefix>/<name>/<task> (and its mean)."""
+        for name, vector in values.items():
+            self.per_task(f"{prefix}/{name}", vector, step)
 
     def balancer(self, diagnostics: dict[str, dict[str, Any]], step: int) -> None:
         """Task weights, gradient norms, mean cosine, conflicting-pair fraction and the K x K cosine image."""

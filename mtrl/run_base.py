@@ -1,69 +1,198 @@
-"""What online and offline training runs share: evaluation, stop signals and the end of a run."""
+"""What online and offline training runs share: resume, checkpoints, the periodic log/eval/checkpoint
+schedule, evaluation, stop signals and the end of a run. Subclasses write only their loop."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
-
-from omegaconf import DictConfig
+from typing import Any, ClassVar, Iterator
 
 from envs import EnvSpec
 from envs.vector import MultiTaskVectorEnv
+from mtrl import checkpoint
+from mtrl.agents.base import Agent
+from mtrl.config.parse import parse_train
+from mtrl.config.schema import TrainConfig
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, evaluate
+from mtrl.files import check_directory
 from mtrl.logger import RunLogger
+from mtrl.runtime import rng_states, seed_everything, set_rng_states
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs use their own seed stream
 
 
+RUN_MARKERS = ("config.yaml", "checkpoints", "tb", "eval")  # what makes a directory hold a run
+
+
+def claim_run_directory(run_dir: Path, config: TrainConfig) -> None:
+    """A run directory belongs to one run: a fresh run may not start where another run wrote, unless
+    `overwrite=true` (which deletes that run first); the directory must be writable."""
+    held = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    resumes_here = config.resume is not None and checkpoint.run_dir_of(config.resume).resolve() == run_dir.resolve()
+    if held and not resumes_here:
+        if not config.overwrite:
+            raise UserError(f"run_dir '{run_dir}' already holds a run ({', '.join(held)}); continue it with "
+                            f"resume={run_dir}, choose another run_dir, or pass overwrite=true to delete it")
+        for name in held:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    check_directory(run_dir, "run_dir")
+    checkpoint.remove_temporary(run_dir)
+
+
+#: Keys that naturally differ between a run and its resumption (not reported as changes).
+RESUME_KEYS = ("resume", "run_dir", "progress", "total_steps", "overwrite", "sweep", "device")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every setting a resume changes (ignoring RESUME_KEYS)."""
+    old, new = flatten(saved), flatten(current)
+    keys = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in RESUME_KEYS and old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys]
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]."""
+    return every > 0 and after // every > before // every
+
+
 class RunBase:
-    """Base of a training run; subclasses set cfg, run_dir, spec, agent and step, and define the loop."""
+    """Base of a training run: set `spec`, `agent` and `dims` in `__init__`, then write `run` with `tick`."""
 
-    step_unit = "step"  # what `step` counts, for messages
-    cfg: DictConfig
-    run_dir: Path
+    mode: ClassVar[str] = "online"
+    step_unit: ClassVar[str] = "step"  # what `step` counts, for messages
+    rate_tag: ClassVar[str] = "perf/env_steps_per_s"  # TensorBoard tag of steps per second
     spec: EnvSpec
-    agent: Any
-    step: int
-    eval_env: MultiTaskVectorEnv | None = None
-    stop_requested: bool = False
+    agent: Agent
+    dims: dict[str, int]
 
-    def _check_resumed_env(self, state: dict[str, Any]) -> None:
-        """A checkpoint resumes only a run on the same tasks under the same protocol."""
+    def __init__(self, config: TrainConfig, run_dir: Path):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume_state = self._load_resume_state()
+        claim_run_directory(self.run_dir, config)
+        seed_everything(config.seed, config.torch_threads)
+        self.step = 0
+        self.stop_requested = False
+        self.eval_env: MultiTaskVectorEnv | None = None
+        self.result: EvalResult | None = None
+        self.last_eval = self.last_checkpoint = -1
+        self.clock = (time.perf_counter(), 0)
+
+    # ----- resume ----------------------------------------------------------------------------------
+    def _load_resume_state(self) -> dict[str, Any] | None:
+        if self.config.resume is None:
+            return None
+        file, state = checkpoint.load(self.config.resume)
+        saved_mode = state.get("mode", "online")
+        if saved_mode != self.mode:
+            raise UserError(f"checkpoint '{file}' is from an {saved_mode} run; mode={self.mode} resumes "
+                            f"{self.mode} runs only")
+        self.resume_file = file
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Check that the checkpoint belongs to this configuration, then load the agent and RNG states."""
         saved_tasks = state["env"]["tasks"]
         if saved_tasks != self.spec.task_names:
             raise UserError(f"checkpoint was trained on tasks {saved_tasks}; this config has {self.spec.task_names}")
         if state["env"]["protocol"]["name"] != self.spec.protocol.name:
             raise UserError(f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
                             f"this config has '{self.spec.protocol.name}'")
+        saved = parse_train(state["config"])
+        for key, ours, theirs in (("agent", self.config.agent.name, saved.agent.name),
+                                  ("balancer", self.config.balancer.name, saved.balancer.name),
+                                  ("actor.encoder", self.config.actor_encoder.name, saved.actor_encoder.name),
+                                  ("critic.encoder", self.config.critic_encoder.name, saved.critic_encoder.name)):
+            if ours != theirs:
+                raise UserError(f"checkpoint was trained with {key}={theirs}; this config has {key}={ours} "
+                                f"(resume with {key}={theirs}, or start a new run)")
+        if int(state["step"]) > self.config.total_steps:
+            raise UserError(f"total_steps={self.config.total_steps} is below the checkpoint's {self.step_unit} "
+                            f"{state['step']}; resume with a larger total_steps")
+        self.agent.load_state_dict(state["agent"])
+        self.step = int(state["step"])
+        set_rng_states(state["rng"])
+        self.resume_changes = config_changes(state["config"], self.config.raw)
+
+    # ----- checkpoints -----------------------------------------------------------------------------
+    def trainer_state(self) -> dict[str, Any]:
+        """What this kind of run adds to a checkpoint (replay, sampler RNG, ...)."""
+        return {}
 
     def save_checkpoint(self) -> Path:
-        raise NotImplementedError
+        state = {"mode": self.mode, "config": self.config.raw, "env": self.spec.describe(), "dims": self.dims,
+                 "agent": self.agent.state_dict(), "rng": rng_states(), **self.trainer_state()}
+        self.last_checkpoint = self.step
+        return checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
 
-    def close(self) -> None:
-        if self.eval_env is not None:
-            self.eval_env.close()
-            self.eval_env = None
-
+    # ----- evaluation -------------------------------------------------------------------------------
     def evaluate(self) -> EvalResult:
         """Deterministic episodes in the real environments (evaluate.py's code), written to eval/step_<N>.json."""
         if self.eval_env is None:
-            self.eval_env = self.spec.make(self.cfg.seed + EVAL_SEED_OFFSET, evaluation=True)
-        episodes = self.cfg.eval_episodes or self.spec.protocol.eval_episodes
+            self.eval_env = self.spec.make(self.config.seed + EVAL_SEED_OFFSET, evaluation=True)
+        episodes = self.config.eval_episodes or self.spec.protocol.eval_episodes
         result = evaluate(lambda o, t: self.agent.act(o, t, deterministic=True), self.eval_env, episodes,
-                          self.cfg.seed + EVAL_SEED_OFFSET)
+                          self.config.seed + EVAL_SEED_OFFSET)
         result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
         return result
 
-    def _log_eval(self, log: RunLogger) -> EvalResult:
+    def log_evaluation(self, log: RunLogger) -> EvalResult:
         result = self.evaluate()
         log.per_task("eval/success", [t.success_rate for t in result.tasks], self.step)
-        log.per_task("eval/return", [t.mean_return for t in result.tasks], self.step)
+        if all(t.mean_return is not None for t in result.tasks):  # None: episodes ended at their first success
+            log.per_task("eval/return", [t.mean_return for t in result.tasks], self.step)
         log.message(f"{self.step_unit} {self.step}: eval mean success {result.mean_success:.3f} "
                     f"({result.protocol} protocol)")
+        self.result, self.last_eval = result, self.step
         return result
+
+    # ----- the periodic schedule -------------------------------------------------------------------
+    def tick(self, log: RunLogger, before: int) -> None:
+        """After the step moved from `before` to `self.step`: log, evaluate and checkpoint when due."""
+        config = self.config
+        if crossed(before, self.step, config.log_every):
+            now = time.perf_counter()
+            start, start_step = self.clock
+            log.scalar(self.rate_tag, (self.step - start_step) / max(now - start, 1e-9), self.step)
+            self.clock = (now, self.step)
+            self.log_progress(log)
+        if crossed(before, self.step, config.eval_every):
+            self.log_evaluation(log)
+            self.after_evaluation()
+        if crossed(before, self.step, config.checkpoint_every):
+            self.save_checkpoint()
+
+    def log_progress(self, log: RunLogger) -> None:
+        """The run's own scalars at a log step (losses, balancer weights, ...)."""
+
+    def after_evaluation(self) -> None:
+        """Hook after a periodic evaluation (e.g. a curriculum fed by evaluations)."""
+
+    # ----- the session -------------------------------------------------------------------------------
+    def prepare_directory(self, describe: dict[str, Any]) -> None:
+        """Write config.yaml and env.json (the run's resolved configuration and environment)."""
+        import yaml
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.raw, sort_keys=False))
+        (self.run_dir / "env.json").write_text(json.dumps(describe, indent=2))
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         if self.stop_requested:  # a second signal: stop at once
@@ -71,28 +200,33 @@ class RunBase:
         self.stop_requested = True
 
     @contextmanager
-    def _session(self, log: RunLogger) -> Iterator[None]:
-        """Ctrl-C / SIGTERM request a clean stop while the loop runs; the logger and envs close afterwards."""
+    def session(self, log: RunLogger) -> Iterator[None]:
+        """Ctrl-C / SIGTERM request a clean stop while the loop runs; the run ends with a final evaluation
+        and checkpoint (unless stopped), and the logger and envs close afterwards."""
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        if self.resume_state is not None:
+            log.message(f"resumed from {self.resume_file} at {self.step_unit} {self.step}")
+            for change in self.resume_changes:
+                log.message(f"  resume changes {change}")
         try:
             yield
+            self.wrap_up(log)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             log.close()
             self.close()
 
-    def _wrap_up(self, log: RunLogger, result: EvalResult | None, last_eval: int, last_ckpt: int) -> EvalResult | None:
+    def wrap_up(self, log: RunLogger) -> None:
         """End of the loop: evaluate (unless stopped or just done) and checkpoint the final step."""
         if self.stop_requested:
             log.message(f"stop requested: checkpoint at {self.step_unit} {self.step} in {self.run_dir}")
-        elif last_eval != self.step:
-            result = self._log_eval(log)
-        if last_ckpt != self.step:
+        elif self.last_eval != self.step:
+            self.log_evaluation(log)
+        if self.last_checkpoint != self.step:
             self.save_checkpoint()
-        return result
 
-
-def crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of `every` lies in (before, after]."""
-    return every > 0 and after // every > before // every
+    def close(self) -> None:
+        if self.eval_env is not None:
+            self.eval_env.close()
+            self.eval_env = None

@@ -1,201 +1,156 @@
-"""The online training loop: collect with the actor, store per task, update SAC, evaluate, checkpoint."""
+"""The online training loop: act, step the envs while the agent updates, store per task, evaluate, checkpoint."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
 
-from envs import EnvSpec, build_env_spec
-from mtrl import balancers, checkpoint
-from mtrl.agents import SACAgent, SACConfig
+from envs import build_env_spec
+from envs.vector import EpisodeResult
+from mtrl.agents.factory import build_agent
+from mtrl.config.schema import TrainConfig
 from mtrl.curriculum.driver import CurriculumDriver
-from mtrl.config import check_values, pick_device, rng_states, seed_everything, set_rng_states, to_plain
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult
+from mtrl.guard import DivergenceGuard, check_finite_weights
 from mtrl.logger import RunLogger
 from mtrl.replay import MultiTaskReplay
-from mtrl.run_base import RunBase, crossed
+from mtrl.run_base import RunBase
 
 
-
-def build_agent(cfg: DictConfig, spec: EnvSpec, obs_dim: int, act_dim: int) -> SACAgent:
-    """The SAC agent described by cfg.agent and cfg.encoder on the device cfg.device."""
-    agent_cfg = to_plain(cfg.agent)
-    unknown = sorted(set(agent_cfg) - set(SACConfig.__dataclass_fields__))
-    if unknown:
-        raise UserError(f"unknown agent option(s) {', '.join(unknown)}; allowed: {', '.join(SACConfig.__dataclass_fields__)}")
-    agent = SACAgent(obs_dim, act_dim, spec.task_names, SACConfig(**agent_cfg), network_encoder(cfg, "actor"),
-                     pick_device(cfg.device), critic_encoder=network_encoder(cfg, "critic"))
-    agent.set_balancers(*build_balancers(to_plain(cfg.balancer), agent.num_tasks))
-    return agent
-
-
-def network_encoder(cfg: DictConfig, network: str) -> dict[str, Any]:
-    """The encoder of `network` (actor or critic): `<network>.encoder` with its options, else the `encoder` group."""
-    chosen = OmegaConf.select(cfg, f"{network}.encoder")
-    if chosen is None:
-        return to_plain(cfg.encoder)
-    options = to_plain(OmegaConf.select(cfg, f"{network}.encoder_options")) or {}
-    return {"name": chosen, **options}
-
-
-def build_balancers(balancer_cfg: dict[str, Any], num_tasks: int) -> tuple[balancers.Balancer, balancers.Balancer]:
-    """(critic, actor) balancers: the configured method on the losses named in apply_to, uniform elsewhere."""
-    options = {k: v for k, v in balancer_cfg.items() if k not in ("name", "apply_to")}
-    apply_to = balancer_cfg.get("apply_to", ["critic", "actor"])
-    if isinstance(apply_to, str):
-        apply_to = [apply_to]
-    wrong = sorted(set(apply_to) - {"critic", "actor"})
-    if wrong:
-        raise UserError(f"balancer.apply_to has {', '.join(map(str, wrong))}; allowed: critic, actor")
-    name = balancer_cfg["name"]
-    balancers.make(name, num_tasks, **options)  # validate even when applied to nothing
-    return tuple(balancers.make(name, num_tasks, **options) if part in apply_to else balancers.make("uniform", num_tasks)
-                 for part in ("critic", "actor"))
+def check_can_learn(config: TrainConfig, num_tasks: int) -> None:
+    """Refuse configurations that would finish without a single update (and so report an untrained agent)."""
+    capacity = config.replay_capacity // num_tasks
+    if capacity < config.batch_size_per_task:
+        raise UserError(f"replay_capacity={config.replay_capacity} holds {capacity} transitions per task, fewer than "
+                        f"batch_size_per_task={config.batch_size_per_task}: no update could ever run; raise "
+                        f"replay_capacity to at least {config.batch_size_per_task * num_tasks}")
+    if config.warmup_steps >= config.total_steps:
+        raise UserError(f"warmup_steps={config.warmup_steps} >= total_steps={config.total_steps}: the run would end "
+                        f"before its first update; lower warmup_steps or raise total_steps")
+    if config.updates_per_step == 0:
+        raise UserError("updates_per_step=0 trains nothing; expected a number > 0")
 
 
 class Trainer(RunBase):
-    """Owns one run: its envs, agent, replay, logger and the loop; resumable from its checkpoints."""
+    """Owns one online run: its envs, agent, replay, curriculum, logger and the loop; resumable."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        check_values(cfg)
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        resume_state = self._load_resume_state()
-        seed_everything(cfg.seed, cfg.torch_threads)
-        self.spec = build_env_spec(to_plain(cfg.env), cfg.seed)
-        self.env = self.spec.make(cfg.seed)
+    mode = "online"
+
+    def __init__(self, config: TrainConfig, run_dir: Path):
+        super().__init__(config, run_dir)
+        self.spec = build_env_spec(dataclasses.asdict(config.env), config.seed)
         self.num_tasks = len(self.spec.task_names)
-        self.agent = build_agent(cfg, self.spec, self.env.obs_dim, self.env.act_dim)
-        capacity = max(1, cfg.replay_capacity // self.num_tasks)
-        self.replay = MultiTaskReplay(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim, cfg.seed)
-        self.curriculum = CurriculumDriver.from_config(to_plain(cfg.curriculum), self.num_tasks)
-        self.step = 0
+        check_can_learn(config, self.num_tasks)
+        self.env = self.spec.make(config.seed)
+        self.dims = {"obs": self.env.obs_dim, "act": self.env.act_dim}
+        self.agent = build_agent(config, self.spec.task_names, self.env.obs_dim, self.env.act_dim)
+        self.replay = MultiTaskReplay(self.num_tasks, config.replay_capacity // self.num_tasks, self.env.obs_dim,
+                                      self.env.act_dim, config.seed)
+        self.curriculum = CurriculumDriver.from_config(config.curriculum, self.num_tasks)
+        self.guard = DivergenceGuard(self.spec.task_names)
         self.updates = 0
         self.update_budget = 0.0
-        self.stop_requested = False
-        if resume_state is not None:
-            self._restore(resume_state)
+        self.metrics: dict[str, Any] = {}
+        self.last_batch = None
+        self.update_clock = (time.perf_counter(), 0)
+        if self.resume_state is not None:
+            self.restore(self.resume_state)
 
-    # ----- resume ----------------------------------------------------------------------------------
-    def _load_resume_state(self) -> dict[str, Any] | None:
-        if self.cfg.resume is None:
-            return None
-        _, state = checkpoint.load(self.cfg.resume)
-        return state
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self._check_resumed_env(state)
-        self.agent.load_state_dict(state["agent"])
-        self.step, self.updates, self.update_budget = state["step"], state["updates"], state["update_budget"]
-        set_rng_states(state["rng"])
+    # ----- resume -----------------------------------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.updates, self.update_budget = int(state["updates"]), float(state["update_budget"])
         self.env.action_rng.bit_generator.state = state["env_action_rng"]
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
         self.curriculum.load_state_dict(state.get("curriculum", {}))
 
-    def save_checkpoint(self) -> Path:
-        state = {
-            "config": to_plain(self.cfg),
-            "env": self.spec.describe(),
-            "dims": {"obs": self.env.obs_dim, "act": self.env.act_dim},
-            "agent": self.agent.state_dict(),
-            "updates": self.updates,
-            "update_budget": self.update_budget,
-            "rng": rng_states(),
-            "env_action_rng": self.env.action_rng.bit_generator.state,
-            "replay": self.replay.state_dict() if self.cfg.save_replay else None,
-            "curriculum": self.curriculum.state_dict(),
-        }
-        return checkpoint.save(self.run_dir, self.step, state, self.cfg.keep_checkpoints)
+    def trainer_state(self) -> dict[str, Any]:
+        check_finite_weights({net: getattr(self.agent, net) for net in self.agent.networks}, "step", self.step)
+        return {"updates": self.updates, "update_budget": self.update_budget,
+                "env_action_rng": self.env.action_rng.bit_generator.state,
+                "replay": self.replay.state_dict() if self.config.save_replay else None,
+                "curriculum": self.curriculum.state_dict()}
 
-    # ----- the loop -------------------------------------------------------------------------------------
-    def _learning_ready(self) -> bool:
-        return self.step >= self.cfg.warmup_steps and int(self.replay.sizes.min()) >= self.cfg.batch_size_per_task
-
+    # ----- the loop ---------------------------------------------------------------------------------------
     def run(self) -> EvalResult | None:
         """Train until total_steps (or a signal), evaluating and checkpointing on schedule."""
-        cfg, k = self.cfg, self.num_tasks
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (self.run_dir / "env.json").write_text(json.dumps(self.spec.describe(), indent=2))
-        log = RunLogger(self.run_dir, self.spec.task_names, cfg.total_steps, self.step, cfg.progress)
-        counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
-        self._push_env_probabilities()
-        result: EvalResult | None = None
-        last_ckpt = last_eval = -1
-        obs = self.env.reset(seed=cfg.seed + self.step)
-        clock, clock_step, clock_updates = time.perf_counter(), self.step, self.updates
-        metrics: dict[str, Any] = {}
-        batch = None
-        with self._session(log):
-            while self.step < cfg.total_steps and not self.stop_requested:
-                if self.step < cfg.warmup_steps:
-                    actions = self.env.random_actions()
-                else:
-                    actions = self.agent.act(obs, self.env.task_ids, deterministic=False)
+        config = self.config
+        self.prepare_directory(self.spec.describe())
+        log = RunLogger(self.run_dir, self.spec.task_names, config.total_steps, self.step, config.progress)
+        self.curriculum.push(self.env, switching=self.spec.slots is not None)
+        obs = self.env.reset(seed=config.seed + self.step)
+        with self.session(log):
+            while self.step < config.total_steps and not self.stop_requested:
+                actions = self.choose_actions(obs)
                 out = self.env.step(actions)
+                self.learn()
                 self.replay.add(out.task_ids, obs, actions, out.reward, out.next_obs, out.terminated)
                 obs = out.obs
-                before, self.step = self.step, self.step + k
-                for ep in out.episodes:
-                    log.episode(ep.task_id, ep.ret, ep.success, self.step)
-                if out.episodes and self.curriculum.active:
-                    self.curriculum.observe_episodes(out.episodes)
-                    counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
-                    self._push_env_probabilities()
-                if out.episodes and (recent := log.recent_mean_success()) is not None:
-                    log.show(success=f"{recent:.2f}")
-                if self._learning_ready():
-                    self.update_budget += cfg.updates_per_step
-                    while self.update_budget >= 1.0:
-                        batch = self.replay.sample(counts)
-                        metrics = self.agent.update(batch)
-                        self.updates += 1
-                        self.update_budget -= 1.0
-                log.advance(k)
-                if crossed(before, self.step, cfg.log_every):
-                    now = time.perf_counter()
-                    log.scalar("perf/env_steps_per_s", (self.step - clock_step) / (now - clock), self.step)
-                    log.scalar("perf/updates_per_s", (self.updates - clock_updates) / (now - clock), self.step)
-                    clock, clock_step, clock_updates = now, self.step, self.updates
-                    for name, values in metrics.items():
-                        log.per_task(f"sac/{name}", values, self.step)
-                    if batch is not None:
-                        log.balancer(self.agent.diagnostics(batch), self.step)
-                    if self.curriculum.active:
-                        log.per_task("curriculum/probability", self.curriculum.curriculum.probabilities(), self.step)
-                        log.per_task("curriculum/progress", self.curriculum.curriculum.progress(), self.step)
-                        log.per_task("curriculum/batch_count", counts, self.step)
-                if cfg.eval_every and crossed(before, self.step, cfg.eval_every):
-                    result = self._log_eval(log)
-                    last_eval = self.step
-                    if self.curriculum.observe_evaluation(t.success_rate for t in result.tasks):
-                        counts = self.curriculum.batch_counts(cfg.batch_size_per_task, self.replay.sizes)
-                        self._push_env_probabilities()
-                if cfg.checkpoint_every and crossed(before, self.step, cfg.checkpoint_every):
-                    self.save_checkpoint()
-                    last_ckpt = self.step
-            result = self._wrap_up(log, result, last_eval, last_ckpt)
-        return result
+                before, self.step = self.step, self.step + len(actions)
+                self.record_episodes(log, out.episodes)
+                log.advance(self.step - before)
+                self.tick(log, before)
+            self.guard.check("step", self.step)
+        return self.result
 
-    def _push_env_probabilities(self) -> None:
-        probabilities = self.curriculum.env_probabilities()
-        if probabilities is not None and self.spec.slots is not None:
-            self.env.set_task_probabilities(probabilities)
+    def choose_actions(self, obs: np.ndarray) -> np.ndarray:
+        """Uniform random actions during warm-up, then samples of the agent's policy."""
+        if self.step < self.config.warmup_steps:
+            return self.env.random_actions()
+        return self.agent.act(obs, self.env.task_ids, deterministic=False)
 
-    def close(self) -> None:
-        self.env.close()
-        super().close()
+    def learning_ready(self) -> bool:
+        return self.step >= self.config.warmup_steps and int(self.replay.sizes.min()) >= self.config.batch_size_per_task
+
+    def learn(self) -> None:
+        """This vector step's updates (`updates_per_step`, fractions accumulating), once learning is ready."""
+        if not self.learning_ready():
+            return
+        self.update_budget += self.config.updates_per_step
+        while self.update_budget >= 1.0:
+            counts = self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
+            self.last_batch = self.replay.sample(counts)
+            self.metrics = self.agent.update(self.last_batch)
+            self.guard.observe(self.metrics, self.updates)
+            self.updates += 1
+            self.update_budget -= 1.0
+
+    def record_episodes(self, log: RunLogger, episodes: list[EpisodeResult]) -> None:
+        """Finished training episodes: TensorBoard, the progress bar, the curriculum."""
+        for episode in episodes:
+            log.episode(episode.task_id, episode.ret, episode.success, self.step)
+        if episodes:
+            self.curriculum.observe_episodes(episodes)
+            self.curriculum.push(self.env, switching=self.spec.slots is not None)
+            if (recent := log.recent_mean_success()) is not None:
+                log.show(success=f"{recent:.2f}")
+
+    # ----- logging hooks ---------------------------------------------------------------------------------
+    def log_progress(self, log: RunLogger) -> None:
+        self.guard.check("step", self.step)
+        now, (start, start_updates) = time.perf_counter(), self.update_clock
+        log.scalar("perf/updates_per_s", (self.updates - start_updates) / max(now - start, 1e-9), self.step)
+        self.update_clock = (now, self.updates)
+        log.metrics(self.agent.name, self.metrics, self.step)
+        if self.last_batch is not None:
+            log.balancer(self.agent.diagnostics(self.last_batch), self.step)
+        counts = self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
+        self.curriculum.log(log, counts, self.step)
+
+    def after_evaluation(self) -> None:
+        if self.result is not None and self.curriculum.observe_evaluation(t.success_rate for t in self.result.tasks):
+            self.curriculum.push(self.env, switching=self.spec.slots is not None)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> EvalResult | None:
+def train(config: TrainConfig, run_dir: Path) -> EvalResult | None:
     """Build a trainer from the config and run it."""
-    return Trainer(cfg, run_dir).run()
+    return Trainer(config, run_dir).run()
 
 
-__all__ = ["Trainer", "train", "build_agent"]
+__all__ = ["Trainer", "train", "check_can_learn"]

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from envs.vector import MultiTaskVectorEnv, StepResult
+from mtrl.config.schema import VideoConfig
 from mtrl.errors import UserError
 
 FORMATS = ("mp4", "gif")
@@ -193,22 +193,16 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 30) -> Path
     return path
 
 
-def recorder_from_config(cfg: DictConfig, task_names: Sequence[str], output: Path) -> VideoRecorder | None:
-    """A recorder writing to `video_dir` (default `<output stem>_videos`) when `record=true`, else None."""
-    record = OmegaConf.select(cfg, "record", default=False)
-    if record in (None, False):
+def recorder_from_config(config: VideoConfig, task_names: Sequence[str], output: Path) -> VideoRecorder | None:
+    """A recorder writing to `config.directory` (default `<output stem>_videos`) when `record=true`, else None."""
+    if not config.record:
         return None
-    if record is not True:
-        raise UserError(f"record={record} is not allowed; expected true or false")
-    return VideoRecorder(task_names, OmegaConf.select(cfg, "video_episodes", default=1), video_dir(cfg, output),
-                         OmegaConf.select(cfg, "video_format", default="mp4"),
-                         OmegaConf.select(cfg, "video_fps", default=30))
+    return VideoRecorder(task_names, config.episodes, video_dir(config, output), config.format, config.fps)
 
 
-def video_dir(cfg: DictConfig, output: Path) -> Path:
+def video_dir(config: VideoConfig, output: Path) -> Path:
     """`video_dir`, else `<output stem>_videos` beside the evaluation JSON."""
-    chosen = OmegaConf.select(cfg, "video_dir", default=None)
-    return Path(chosen) if chosen else Path(output).with_name(f"{Path(output).stem}_videos")
+    return Path(config.directory) if config.directory else Path(output).with_name(f"{Path(output).stem}_videos")
 
 
 __all__ = ["VideoRecorder", "RenderingUnavailable", "annotate", "write_video", "mp4_writer", "recorder_from_config",

@@ -29,7 +29,15 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
 
 def smoke_config(run_dir: Path, *overrides: str) -> DictConfig:
+    """The composed (Hydra) smoke config, as the command line would see it."""
     return compose_config("train", ["experiment=smoke", f"run_dir={run_dir}", "progress=false", *overrides])
+
+
+def smoke_run_config(run_dir: Path, *overrides: str):
+    """The typed TrainConfig of the smoke experiment (what trainers take)."""
+    from mtrl.config import parse_train
+
+    return parse_train(smoke_config(run_dir, *overrides))
 
 
 def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -13,8 +13,10 @@ from mtrl.batch import map_task_chunks, task_mean
 from mtrl.errors import UserError
 from mtrl.networks import available as encoders
 from mtrl.replay import MultiTaskReplay
-from mtrl.trainer import Trainer, build_balancers
-from tests.conftest import smoke_config
+from mtrl.agents.factory import build_balancers
+from mtrl.config import BalancerConfig
+from mtrl.trainer import Trainer
+from tests.conftest import smoke_run_config, smoke_config
 
 K, OBS, ACT = 3, 39, 4
 TASKS = ["reach-v3", "push-v3", "drawer-close-v3"]
@@ -106,20 +108,20 @@ def test_famo_logits_move_after_updates_and_survive_checkpoints():
 
 
 def test_balancer_config_errors():
-    with pytest.raises(UserError, match="unknown balancer 'mgda'"):
-        build_balancers({"name": "mgda"}, K)
-    with pytest.raises(UserError, match="apply_to has encoder"):
-        build_balancers({"name": "pcgrad", "apply_to": ["encoder"]}, K)
-    with pytest.raises(UserError, match="'c'"):
-        build_balancers({"name": "pcgrad", "c": 0.4}, K)
-    critic, actor = build_balancers({"name": "famo", "apply_to": ["critic"]}, K)
-    assert critic.name == "famo" and actor.name == "uniform"
+    with pytest.raises(UserError, match="balancer='nope'"):
+        BalancerConfig("nope")
+    with pytest.raises(UserError, match="balancer.apply_to='encoder'"):
+        BalancerConfig("pcgrad", ["encoder"])
+    with pytest.raises(UserError, match="balancer.c"):
+        BalancerConfig("pcgrad", options={"c": 0.4})
+    chosen = build_balancers(BalancerConfig("famo", ["critic"]), _agent())
+    assert chosen["critic"].name == "famo" and chosen["actor"].name == "uniform"
 
 
 @pytest.mark.parametrize("balancer", balancers.available())
 def test_smoke_run_with_each_balancer_logs_weights(tmp_path, balancer):
     run_dir = tmp_path / balancer
-    Trainer(smoke_config(run_dir, f"balancer={balancer}", "total_steps=300", "warmup_steps=100", "log_every=100",
+    Trainer(smoke_run_config(run_dir, f"balancer={balancer}", "total_steps=300", "warmup_steps=100", "log_every=100",
                          "checkpoint_every=0"), run_dir).run()
     tags = EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
     assert "balancer/critic/weight/reach-v3" in tags
@@ -131,6 +133,6 @@ def test_smoke_run_with_each_balancer_logs_weights(tmp_path, balancer):
 @pytest.mark.parametrize("encoder", encoders())
 def test_every_encoder_trains_end_to_end_with_every_balancer(tmp_path, encoder, balancer):
     run_dir = tmp_path / "run"
-    result = Trainer(smoke_config(run_dir, f"encoder={encoder}", f"balancer={balancer}", "total_steps=300",
+    result = Trainer(smoke_run_config(run_dir, f"encoder={encoder}", f"balancer={balancer}", "total_steps=300",
                                   "warmup_steps=100", "checkpoint_every=0"), run_dir).run()
     assert [t.task for t in result.tasks] == ["reach-v3", "drawer-close-v3"]

@@ -9,7 +9,7 @@ import pytest
 from mtrl import checkpoint
 from mtrl.cli import sweep_jobs_to_check
 from mtrl.trainer import Trainer
-from tests.conftest import assert_one_line_error, run_cli, smoke_config
+from tests.conftest import smoke_run_config, assert_one_line_error, run_cli, smoke_config
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ from tests.conftest import assert_one_line_error, run_cli, smoke_config
         (["env=mt99"], ["env/mt99", "mt10"]),
         (["env.protocol=foo"], ["'foo'", "metaworld, mtrl"]),
         (["foo=1"], ["'foo'"]),
-        (["total_steps=-5"], ["total_steps=-5", "integer > 0"]),
+        (["total_steps=-5"], ["total_steps=-5", "integer >= 1"]),
         (["agent.gamma=2"], ["agent.gamma=2", "[0, 1]"]),
         (["encoder.name=nope"], ["'nope'", "onehot"]),
     ],
@@ -61,7 +61,7 @@ def test_evaluate_rejects_missing_and_corrupt_checkpoints(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     assert_one_line_error(run_cli("evaluate.py", f"checkpoint={tmp_path}"), "corrupt", str(bad))
     assert_one_line_error(run_cli("evaluate.py", "policy=scripted"), "env=mt10")
-    assert_one_line_error(run_cli("evaluate.py", "policy=greedy"), "policy=greedy", "scripted")
+    assert_one_line_error(run_cli("evaluate.py", "policy=greedy"), "policy='greedy'", "scripted")
 
 
 def _digest(run_dir):
@@ -70,7 +70,7 @@ def _digest(run_dir):
 
 def test_mismatched_or_truncated_checkpoints_are_rejected_without_damage(tmp_path):
     run_dir = tmp_path / "run"
-    Trainer(smoke_config(run_dir, "total_steps=300", "eval_every=0"), run_dir).run()
+    Trainer(smoke_run_config(run_dir, "total_steps=300", "eval_every=0"), run_dir).run()
     before = _digest(run_dir)
     base = ["experiment=smoke", f"resume={run_dir}", "total_steps=600"]
     assert_one_line_error(run_cli("train.py", *base, "env.tasks=[reach-v3,push-v3]"), "reach-v3", "push-v3")

@@ -9,11 +9,12 @@ from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl import checkpoint, curriculum
+from mtrl.config import CurriculumConfig
 from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.curriculum.learning_progress import reweight
 from mtrl.errors import UserError
 from mtrl.trainer import Trainer
-from tests.conftest import smoke_config
+from tests.conftest import smoke_run_config, smoke_config
 
 
 def _feed(cur, streams, steps):
@@ -88,13 +89,13 @@ def test_bad_options():
     with pytest.raises(UserError, match="curriculum.floor=0.5"):
         curriculum.make("learning_progress", 3, floor=0.5)
     with pytest.raises(UserError, match="curriculum.drives='envs'"):
-        CurriculumDriver.from_config({"name": "uniform", "drives": "envs"}, 3)
+        CurriculumConfig("uniform", drives="envs")
 
 
 @pytest.mark.parametrize("drives,extra", [("replay", []), ("env", ["env.slots=1"])])
 def test_real_run_logs_probabilities_and_checkpoints_state(tmp_path, drives, extra):
     run_dir = tmp_path / drives
-    Trainer(smoke_config(run_dir, "curriculum=learning_progress", f"curriculum.drives={drives}", "total_steps=450",
+    Trainer(smoke_run_config(run_dir, "curriculum=learning_progress", f"curriculum.drives={drives}", "total_steps=450",
                          "log_every=150", *extra), run_dir).run()
     tags = EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
     assert "curriculum/probability/reach-v3" in tags and "curriculum/progress/drawer-close-v3" in tags

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envs import build_env_spec, get_protocol, resolve_tasks
+from envs.normalization import RewardScale
 from envs.scripted import ScriptedPolicy
 from envs.single import make_task_env
 from envs.tasks import MT10_TASKS, MT50_TASKS
@@ -100,7 +101,8 @@ def test_episode_success_is_max_of_flag(two_task_spec):
 
 
 def test_metaworld_protocol_cycles_goals_in_evaluation():
-    spec = build_env_spec({"tasks": ["reach-v3"], "protocol": "metaworld", "horizon": 2}, seed=0)
+    spec = build_env_spec({"tasks": ["reach-v3"], "protocol": "metaworld", "horizon": 2, "vectorization": "sync"},
+                          seed=0)
     env = spec.make(seed=0, evaluation=True)
     try:
         env.restart_goal_cycle()
@@ -156,3 +158,84 @@ def test_scripted_experts_succeed():
     assert [t.task for t in result.tasks] == tasks
     assert all(t.episodes == 3 for t in result.tasks)
     assert result.mean_success >= 0.9, result.table()
+
+
+def _authors_reward_statistic(rewards, alpha=0.001):
+    """NormalizedEnvWrapper's reward path (facebookresearch/mtenv normalized_env.py), written out with numpy."""
+    mean, var, scaled = 0.0, 1.0, []
+    for r in rewards:
+        mean = (1 - alpha) * mean + alpha * r
+        var = (1 - alpha) * var + alpha * np.square(r - mean)
+        scaled.append(r / (np.sqrt(var) + 1e-8))
+    return scaled, mean, var
+
+
+def test_reward_scale_by_hand():
+    scale = RewardScale()
+    # r = 1: mean = 0.001, var = 0.999 + 0.001 * 0.999^2 = 0.999998001, r / (sqrt(var) + 1e-8)
+    assert scale(1.0) == pytest.approx(1.0 / (0.999998001 ** 0.5 + 1e-8), rel=1e-15)
+    assert (scale.mean, scale.var) == pytest.approx((0.001, 0.999998001), rel=1e-15)
+    # r = 2: mean = 0.999 * 0.001 + 0.002 = 0.002999, var = 0.999 * 0.999998001 + 0.001 * (2 - 0.002999)^2
+    var = 0.999 * 0.999998001 + 0.001 * (2 - 0.002999) ** 2
+    assert scale(2.0) == pytest.approx(2.0 / (var ** 0.5 + 1e-8), rel=1e-15)
+    assert scale.mean == pytest.approx(0.002999, rel=1e-15)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=300))
+def test_reward_scale_matches_the_authors_formula(rewards):
+    scale = RewardScale()
+    ours = [scale(r) for r in rewards]
+    theirs, mean, var = _authors_reward_statistic(rewards)
+    assert ours == theirs and (scale.mean, scale.var) == (mean, var)  # bit for bit
+
+
+def test_reward_normalisation_defaults_follow_the_protocol():
+    tasks = ["reach-v3"]
+    assert build_env_spec({"tasks": tasks, "protocol": "mtrl"}, seed=0).reward_normalization is True
+    assert build_env_spec({"tasks": tasks, "protocol": "metaworld"}, seed=0).reward_normalization is False
+    spec = build_env_spec({"tasks": tasks, "protocol": "metaworld", "reward_normalization": True}, seed=0)
+    assert spec.reward_normalization is True and spec.describe()["reward_normalization"] is True
+
+
+def test_normalised_training_rewards_raw_returns_and_state(two_task_spec):
+    """mtrl protocol: the replay reward is the normalised one, episode returns and success stay raw; the
+    normaliser's state restores into a fresh env. Evaluation envs never normalise."""
+    assert two_task_spec.reward_normalization
+    horizon = 20
+    spec = build_env_spec({"tasks": two_task_spec.task_names, "protocol": "mtrl", "horizon": horizon,
+                           "vectorization": "sync"}, seed=0)
+    raw_spec = build_env_spec({"tasks": two_task_spec.task_names, "protocol": "mtrl", "horizon": horizon,
+                               "vectorization": "sync", "reward_normalization": False}, seed=0)
+    env, raw_env, fresh = spec.make(seed=0), raw_spec.make(seed=0), spec.make(seed=0)
+    evaluation = spec.make(seed=0, evaluation=True)
+    one_task = build_env_spec({"tasks": ["reach-v3"], "protocol": "mtrl", "vectorization": "sync"}, seed=0).make(0)
+    try:
+        assert evaluation.normalizer_state() is None and raw_env.normalizer_state() is None
+        env.reset(seed=0)
+        raw_env.reset(seed=0)
+        rewards, returns = [[], []], [[], []]
+        for _ in range(2 * horizon):
+            actions = env.random_actions()
+            step, raw = env.step(actions), raw_env.step(actions)
+            for name in ("obs", "next_obs", "raw_reward", "success", "truncated"):
+                np.testing.assert_array_equal(getattr(step, name), getattr(raw, name), err_msg=name)
+            assert step.episodes == raw.episodes  # returns and success come from raw rewards
+            np.testing.assert_array_equal(raw.reward, raw.raw_reward.astype(np.float32))
+            for slot in (0, 1):
+                rewards[slot].append(float(step.raw_reward[slot]))
+            for episode in step.episodes:
+                returns[episode.task_id].append(episode.ret)
+        for slot in (0, 1):
+            assert returns[slot] == pytest.approx([sum(rewards[slot][:horizon]), sum(rewards[slot][horizon:])])
+        # The training reward is the authors' statistic over each slot's raw reward stream.
+        scaled = [_authors_reward_statistic(rewards[slot])[0][-1] for slot in (0, 1)]
+        np.testing.assert_array_equal(step.reward, np.float32(scaled))
+        assert not np.allclose(step.reward, step.raw_reward)
+        fresh.load_normalizer_state(env.normalizer_state())
+        assert fresh.normalizer_state() == env.normalizer_state()
+        with pytest.raises(UserError, match="reward normaliser has 2 env slots; this env has 1"):
+            one_task.load_normalizer_state(env.normalizer_state())
+    finally:
+        for e in (env, raw_env, fresh, evaluation, one_task):
+            e.close()

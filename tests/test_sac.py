@@ -82,7 +82,7 @@ def test_log_prob_matches_torch_distributions():
     tasks = torch.arange(10) % K
     noise = torch.randn(10, ACT)
     action, log_prob = agent.sample_action(None, obs, tasks, noise)
-    mean, log_std = agent._policy(None, obs, tasks)
+    mean, log_std = agent.policy.distribution(None, obs, tasks)
     dist = torch.distributions.TransformedDistribution(
         torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()]
     )

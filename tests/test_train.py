@@ -12,7 +12,7 @@ import torch
 
 from mtrl import checkpoint
 from mtrl.trainer import Trainer
-from tests.conftest import ROOT, run_cli, smoke_config
+from tests.conftest import smoke_run_config, ROOT, run_cli, smoke_config
 
 
 def _actor_params(run_dir):
@@ -22,11 +22,11 @@ def _actor_params(run_dir):
 
 def test_smoke_train_checkpoint_resume_evaluate(tmp_path):
     run_dir = tmp_path / "run"
-    Trainer(smoke_config(run_dir, "total_steps=300"), run_dir).run()
+    Trainer(smoke_run_config(run_dir, "total_steps=300"), run_dir).run()
     assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == ["step_000000000300.pt"]
     assert (run_dir / "tb").is_dir() and any((run_dir / "tb").iterdir())
 
-    resumed = Trainer(smoke_config(run_dir, "total_steps=600", f"resume={run_dir}"), run_dir)
+    resumed = Trainer(smoke_run_config(run_dir, "total_steps=600", f"resume={run_dir}"), run_dir)
     assert resumed.step == 300 and resumed.updates > 0
     result = resumed.run()
     assert resumed.step == 600
@@ -46,7 +46,7 @@ def test_runs_are_deterministic_given_a_seed(tmp_path):
     params = []
     for name in ("a", "b"):
         run_dir = tmp_path / name
-        Trainer(smoke_config(run_dir, "total_steps=400", "eval_every=0", "checkpoint_every=0"), run_dir).run()
+        Trainer(smoke_run_config(run_dir, "total_steps=400", "eval_every=0", "checkpoint_every=0"), run_dir).run()
         params.append(_actor_params(run_dir))
     for key in params[0]:
         assert torch.equal(params[0][key], params[1][key]), key
@@ -54,10 +54,10 @@ def test_runs_are_deterministic_given_a_seed(tmp_path):
 
 def test_replay_is_saved_when_asked(tmp_path):
     run_dir = tmp_path / "run"
-    Trainer(smoke_config(run_dir, "total_steps=300", "save_replay=true"), run_dir).run()
+    Trainer(smoke_run_config(run_dir, "total_steps=300", "save_replay=true"), run_dir).run()
     _, state = checkpoint.load(run_dir)
     assert state["replay"]["sizes"].tolist() == [150, 150]
-    resumed = Trainer(smoke_config(run_dir, "total_steps=600", "save_replay=true", f"resume={run_dir}"), run_dir)
+    resumed = Trainer(smoke_run_config(run_dir, "total_steps=600", "save_replay=true", f"resume={run_dir}"), run_dir)
     assert resumed.replay.sizes.tolist() == [150, 150]
 
 

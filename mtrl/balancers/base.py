@@ -49,6 +49,8 @@ class Balancer:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
+    #: Whether :meth:`update` needs the losses re-evaluated after the optimiser step (FAMO's logit step).
+    needs_after_step: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int) -> None:
         self.num_tasks = checks.integer("balancer.num_tasks", num_tasks, 1)
@@ -57,7 +59,7 @@ class Balancer:
         self.last_gram: Optional[Tensor] = None
 
     def update(self, losses_before: Tensor, losses_after: Tensor) -> None:
-        """Post-step hook (FAMO's logit step); a no-op for every other method."""
+        """Post-step hook (FAMO's logit step), called when ``needs_after_step``; a no-op otherwise."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to reproduce the next output; empty for stateless methods."""

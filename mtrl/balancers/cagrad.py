@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+import torch
 from scipy.optimize import minimize
+from torch import Tensor
 
 from mtrl import checks
 from mtrl.balancers.base import GradientBalancer, uniform_weights
+from mtrl.balancers.mtrl_sgd import best_sgd_iterate, weights_on_native_gram
 
 #: |g_w*| <= DEGENERATE * |g0| means 0 is (nearly) in the hull of the gradients: solve the primal instead.
 DEGENERATE = 1e-4
+#: The authors' Meta-World solver: SGD steps, learning rate (MT50's K = 50 gets its own), momentum, and the
+#: 1e-4 they add under every square root and to |g_w| before dividing.
+MTRL_STEPS, MTRL_LR, MTRL_LR_K50, MTRL_MOMENTUM, MTRL_EPS = 20, 25.0, 50.0, 0.5, 1e-4
 
 
 class CAGrad(GradientBalancer):
@@ -26,18 +34,37 @@ class CAGrad(GradientBalancer):
     ``rescale=True`` (the authors' code) divides d by 1 + c^2; the paper's d is ``rescale=False``.
     c = 0 gives the mean gradient. K = 1 gives (1 + c) g, or (1 + c) / (1 + c^2) g with rescale:
     a positive multiple of the plain gradient (exactly g when c = 0).
+
+    ``variant="mtrl"``: the procedure of the authors' Meta-World code (Cranial-XIX/CAGrad,
+    mtrl/mtrl_files/cagrad.py, ``Agent.cagrad``), run like there in G's dtype on the CPU: GG = G G^T,
+    s = mean_i sqrt(GG_ii + 1e-4), A = GG / s^2, b = row means of A, c' = c sqrt(mean(b) + 1e-4);
+    w = softmax(v) from v = 0 minimises w.b + c' sqrt(w.A w + 1e-4) by 20 SGD steps (lr 25, or 50 when
+    K = 50; momentum 0.5), keeping the best of the 21 iterates evaluated; lam = c' / (sqrt(w.A w +
+    1e-4) + 1e-4); d = sum_k (1/K + lam w_k) g_k / (1 + c^2). The returned ``weights`` are those
+    combination coefficients (d = G^T weights); softmax(v_best), the authors' task weights, is kept in
+    :attr:`simplex_weights`. ``rescale`` must stay true; ``tol`` and ``max_iter`` are not used.
+    c = 0 gives the mean gradient; K = 1 gives (1 + lam) / (1 + c^2) g with lam = c' / (sqrt(r + 1e-4)
+    + 1e-4), r = |g|^2 / (|g|^2 + 1e-4): a positive multiple of g (about (1 + c) / (1 + c^2) g), exactly
+    g when c = 0. If no objective value is finite the mean gradient is used.
     """
 
     name = "cagrad"
 
     def __init__(
-        self, num_tasks: int, *, c: float = 0.4, rescale: bool = True, tol: float = 1e-12, max_iter: int = 200
+        self, num_tasks: int, *, c: float = 0.4, rescale: bool = True, tol: float = 1e-12, max_iter: int = 200,
+        variant: str = "paper",
     ) -> None:
         super().__init__(num_tasks)
         self.c = checks.number("balancer.c", c, 0.0)
         self.rescale = checks.flag("balancer.rescale", rescale)
         self.tol = checks.number("balancer.tol", tol, 0.0, strict_low=True)
         self.max_iter = checks.integer("balancer.max_iter", max_iter, 1)
+        self.variant = checks.choice("balancer.variant", variant, ("paper", "mtrl"))
+        if self.variant == "mtrl" and not self.rescale:
+            raise checks.fail("balancer.rescale", rescale,
+                              "true with balancer.variant=mtrl (the authors divide by 1 + c^2)")
+        #: softmax(v_best) of the last ``variant="mtrl"`` combine (the authors' task weights); None otherwise.
+        self.simplex_weights: Optional[Tensor] = None
 
     def dual_weights(self, A: np.ndarray) -> np.ndarray:
         """argmin over the simplex of w.(A u) + c sqrt(u.A u) sqrt(w.A w), u = 1/K (A: scaled Gram)."""
@@ -99,3 +126,33 @@ class CAGrad(GradientBalancer):
         else:  # 0 is (nearly) in the hull of the g_i: the dual does not determine d, solve the primal
             weights = self.primal_weights(A)
         return weights / (1.0 + self.c**2) if self.rescale else weights
+
+    def _weights(self, G: Tensor, losses: Optional[Tensor]) -> Tensor:
+        if self.variant == "paper":
+            return super()._weights(G, losses)
+        return weights_on_native_gram(self, G, self.mtrl_coefficients)
+
+    def mtrl_coefficients(self, gram: Tensor) -> Tensor:
+        """The authors' combination coefficients (1/K + lam w) / (1 + c^2), in the dtype of ``gram`` (G G^T)."""
+        k = gram.shape[0]
+        scale = (gram.diagonal() + MTRL_EPS).sqrt().mean()
+        A = gram / scale**2
+        b = A.mean(dim=1)
+        rho = self.c * (b.mean() + MTRL_EPS).sqrt()
+
+        def value_and_grad(v: Tensor) -> tuple[Tensor, Tensor]:
+            w = torch.softmax(v, dim=0)
+            norm = (w @ A @ w + MTRL_EPS).sqrt()
+            grad_w = b + rho * (A @ w + A.T @ w) / (2 * norm)
+            return w @ b + rho * norm, w * (grad_w - w @ grad_w)  # softmax Jacobian^T grad_w
+
+        v = best_sgd_iterate(
+            torch.zeros(k, dtype=gram.dtype), value_and_grad, steps=MTRL_STEPS,
+            lr=MTRL_LR_K50 if k == 50 else MTRL_LR, momentum=MTRL_MOMENTUM, evaluate_final=True,
+        )
+        if v is None:
+            self.simplex_weights = None
+            return torch.full((k,), float("nan"), dtype=gram.dtype)  # combine falls back to the mean
+        w = self.simplex_weights = torch.softmax(v, dim=0)
+        lam = rho / ((w @ A @ w + MTRL_EPS).sqrt() + MTRL_EPS)
+        return (1.0 / k + lam * w) / (1.0 + self.c**2)

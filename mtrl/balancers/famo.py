@@ -26,12 +26,19 @@ class FAMO(LossBalancer):
     logit gradient J^T delta (J = diag(z) - z z^T, the softmax Jacobian; zero when every log-loss
     drops equally) plus L2 decay ``gamma`` * xi, and applies one Adam step with ``lr`` (betas
     0.9/0.999, eps 1e-8, torch's Adam semantics, float64 logits).
-    ``variant="authors"``: the authors' Meta-World script multiplies by c instead of dividing, i.e.
-    coefficients c z_i / D_i (not normalised; K = 1 gives g / D^2); that script also balances only the
-    critic loss, which is the caller's choice. Losses at or below l^min are clamped to D = eps.
+    Losses at or below l^min are clamped to D = eps.
+
+    ``variant="mtrl"`` (alias ``"authors"``): the authors' Meta-World code (Cranial-XIX/FAMO,
+    mtrl_files/famo.py, ``Agent.update_critic``) multiplies by c where the paper divides: coefficients
+    z_i c / (l_i + eps) with c = sum_j z_j / (l_j + eps) (not normalised; K = 1 gives g / (l + eps)^2).
+    It has no minimum losses, so ``min_losses`` must be 0 there (anything else is refused); eps (default
+    1e-8, as there) is added to l_i, and negative losses count as 0 instead of giving NaN. The logit
+    dynamics are the paper's, as in that code. Its MT10 runs (mtrl_files/run.sh) use gamma = 0.01,
+    lr = 0.025 and balance only the critic loss: the config's values and ``apply_to: [critic]``.
     """
 
     name = "famo"
+    needs_after_step = True
 
     def __init__(
         self, num_tasks: int, *, lr: float = 0.025, gamma: float = 0.001,
@@ -41,8 +48,12 @@ class FAMO(LossBalancer):
         self.lr = checks.number("balancer.lr", lr, 0.0, strict_low=True)
         self.gamma = checks.number("balancer.gamma", gamma, 0.0)
         self.eps = checks.number("balancer.eps", eps, 0.0, strict_low=True)
-        self.variant = checks.choice("balancer.variant", variant, ("paper", "authors"))
+        variant = checks.choice("balancer.variant", variant, ("paper", "mtrl", "authors"))
+        self.variant = "mtrl" if variant == "authors" else variant
         self.min_losses = self._check_min_losses(min_losses)
+        if self.variant == "mtrl" and bool(self.min_losses.any()):
+            raise checks.fail("balancer.min_losses", min_losses,
+                              "0 with balancer.variant=mtrl (the authors' code has none)")
         self.logits = torch.zeros(num_tasks, dtype=torch.float64)
         self.exp_avg = torch.zeros(num_tasks, dtype=torch.float64)
         self.exp_avg_sq = torch.zeros(num_tasks, dtype=torch.float64)

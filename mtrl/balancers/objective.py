@@ -53,7 +53,7 @@ class BalancedObjective:
         self.names = sorted(params, key=lambda name: name in specific)
         self.num_shared = sum(p.numel() for name, p in params.items() if name not in specific)
         self.last_weights: Tensor | None = None
-        self.needs_after_step = type(balancer).update is not Balancer.update
+        self.needs_after_step = balancer.needs_after_step
 
     def _chunk_loss(self, sample_loss: SampleLoss) -> Callable[[dict[str, Tensor], dict[str, Tensor]], tuple]:
         """One task chunk's (mean loss, {name: mean of the detached extra outputs}), padding rows masked out."""

@@ -7,9 +7,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from mtrl import checks
+from mtrl.config.schema import CurriculumConfig
 from mtrl.curriculum.base import Curriculum
 from mtrl.curriculum.registry import make
-from mtrl.errors import UserError
 from mtrl.replay import allocate
 
 DRIVES = ("replay", "env", "both")
@@ -20,20 +21,15 @@ class CurriculumDriver:
     """What the curriculum drives (batch shares, env slots or both) and where its success comes from."""
 
     def __init__(self, curriculum: Curriculum | None, drives: str = "replay", source: str = "train"):
-        if drives not in DRIVES:
-            raise UserError(f"curriculum.drives='{drives}' is not allowed; use replay, env or both")
-        if source not in SOURCES:
-            raise UserError(f"curriculum.source='{source}' is not allowed; use train or eval")
-        self.curriculum, self.drives, self.source = curriculum, drives, source
+        self.drives = checks.choice("curriculum.drives", drives, DRIVES)
+        self.source = checks.choice("curriculum.source", source, SOURCES)
+        self.curriculum = curriculum
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], num_tasks: int) -> "CurriculumDriver":
-        options = {k: v for k, v in cfg.items() if k not in ("name", "drives", "source")}
-        if cfg["name"] == "none":
-            if options:
-                raise UserError(f"curriculum=none takes no options; got {', '.join(sorted(options))}")
+    def from_config(cls, config: CurriculumConfig, num_tasks: int) -> "CurriculumDriver":
+        if config.name == "none":
             return cls(None)
-        return cls(make(cfg["name"], num_tasks, **options), cfg.get("drives", "replay"), cfg.get("source", "train"))
+        return cls(make(config.name, num_tasks, **config.options), config.drives, config.source)
 
     @property
     def active(self) -> bool:
@@ -66,6 +62,19 @@ class CurriculumDriver:
         if not self.active or self.drives == "replay":
             return None
         return self.curriculum.probabilities()
+
+    def push(self, env: Any, switching: bool) -> None:
+        """Give task-switching env slots (`switching`) the current task probabilities, when the curriculum drives them."""
+        probabilities = self.env_probabilities()
+        if probabilities is not None and switching:
+            env.set_task_probabilities(probabilities)
+
+    def log(self, log: Any, counts: np.ndarray, step: int) -> None:
+        """Per-task probabilities, learning progress and batch counts to TensorBoard (when active)."""
+        if self.active:
+            log.per_task("curriculum/probability", self.curriculum.probabilities(), step)
+            log.per_task("curriculum/progress", self.curriculum.progress(), step)
+            log.per_task("curriculum/batch_count", counts, step)
 
     def state_dict(self) -> dict[str, Any]:
         return self.curriculum.state_dict() if self.active else {}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mtrl.curriculum.base import Curriculum
+from mtrl import checks
 from mtrl.errors import UserError
 
 
@@ -30,16 +31,10 @@ class LearningProgress(Curriculum):
     def __init__(self, num_tasks: int, *, fast_rate: float = 0.1, slow_rate: float = 0.02, theta: float = 0.1,
                  floor: float | None = None):
         super().__init__(num_tasks)
-        for key, value in (("fast_rate", fast_rate), ("slow_rate", slow_rate)):
-            if not 0.0 < value <= 1.0:
-                raise UserError(f"curriculum.{key}={value} is out of range; allowed: (0, 1]")
-        if slow_rate > fast_rate:
-            raise UserError(f"curriculum.slow_rate={slow_rate} exceeds fast_rate={fast_rate}; the slow EMA must be slower")
-        if not 0.0 < theta < 0.5:
-            raise UserError(f"curriculum.theta={theta} is out of range; allowed: (0, 0.5)")
-        floor = 0.1 / num_tasks if floor is None else floor
-        if not 0.0 <= floor <= 1.0 / num_tasks:
-            raise UserError(f"curriculum.floor={floor} is out of range; allowed: [0, 1/K] = [0, {1.0 / num_tasks:.4g}]")
+        fast_rate = checks.number("curriculum.fast_rate", fast_rate, 0, 1, strict_low=True)
+        slow_rate = checks.number("curriculum.slow_rate", slow_rate, 0, fast_rate, strict_low=True)
+        theta = checks.number("curriculum.theta", theta, 0, 0.5, strict_low=True, strict_high=True)
+        floor = checks.number("curriculum.floor", 0.1 / num_tasks if floor is None else floor, 0, 1.0 / num_tasks)
         self.fast_rate, self.slow_rate, self.theta, self.floor = fast_rate, slow_rate, theta, floor
         self.p_fast = np.zeros(num_tasks)
         self.p_slow = np.zeros(num_tasks)

@@ -7,6 +7,7 @@ from typing import Any
 
 from mtrl.curriculum.base import Curriculum
 from mtrl.curriculum.learning_progress import LearningProgress
+from mtrl import checks
 from mtrl.errors import UserError
 
 REGISTRY: dict[str, type[Curriculum]] = {cls.name: cls for cls in (Curriculum, LearningProgress)}
@@ -21,8 +22,11 @@ def make(name: str, num_tasks: int, **options: Any) -> Curriculum:
     if name not in REGISTRY:
         raise UserError(f"unknown curriculum '{name}'; choose one of: none, {', '.join(available())}")
     cls = REGISTRY[name]
-    allowed = [p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise UserError(f"unknown option '{unknown[0]}' for curriculum '{name}'; allowed: {', '.join(allowed) or 'none'}")
+    checks.unknown_keys("curriculum.", list(options), options_of(name))
     return cls(num_tasks, **options)
+
+
+def options_of(name: str) -> list[str]:
+    """The option names of curriculum `name` (the keyword-only arguments of its class)."""
+    params = inspect.signature(REGISTRY[name].__init__).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY]

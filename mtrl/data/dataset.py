@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - h5py is a dependency of the offline fe
 
 FORMAT = "mtrl-offline-dataset"
 VERSION = 1
-COLLECT_HINT = "collect it again with python -m mtrl.data.collect"
+COLLECT_HINT = "collect it again with python collect.py"
 
 # name -> (numpy dtype, number of dimensions)
 ARRAY_FIELDS: dict[str, tuple[Any, int]] = {
@@ -312,10 +312,10 @@ def load_dataset(path: str | Path, tasks: Sequence[str] | None = None, with_stat
     """
     _require_h5py()
     if path is None or str(path) in ("", "None", "null"):
-        raise UserError("no dataset given; set dataset=<path to an .h5 file> (create one with python -m mtrl.data.collect)")
+        raise UserError("no dataset given; set dataset=<path to an .h5 file> (create one with python collect.py)")
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"dataset '{path}' does not exist; create it with python -m mtrl.data.collect output={path}")
+        raise UserError(f"dataset '{path}' does not exist; create it with python collect.py output={path}")
     if path.is_dir():
         found = sorted(path.glob("*.h5"))
         if len(found) != 1:

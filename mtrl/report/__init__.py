@@ -3,7 +3,8 @@
 Reads every run's evaluation JSONs (`eval/step_<N>.json`) and TensorBoard log (`tb/`), groups runs by
 method/config (the config keys that differ between runs, or `--group-by`), and writes per group the mean
 success over tasks and its IQM with 95% stratified bootstrap CIs over seeds (rliable), final and best-so-far,
-per-task success, and figures: learning curves, a per-task heat map and balancer task weights over time.
+per-task success, and figures: learning curves, a per-task heat map, balancer task weights over time and, for a
+Pareto MTL preference sweep, the per-task success of each preference (`plots.pareto_front`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, gro
         weights = plots.balancer_weights(groups, out / "balancer_weights.png")
         if weights is not None:
             shown["balancer task weights"] = weights
+        pareto = plots.pareto_front(groups, out / "pareto_front.png")
+        if pareto is not None:
+            shown["pareto front"] = pareto
         files.update({name.replace(" ", "_").replace("-", "_"): path for name, path in shown.items()})
     markdown = tables.report_markdown(groups, [str(p) for p in paths], shown, reps)
     files["markdown"] = out / "report.md"

@@ -150,3 +150,59 @@ def balancer_weights(groups: Sequence[GroupStats], path: Path) -> Path | None:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return Path(path)
+
+
+def pareto_groups(groups: Sequence[GroupStats]) -> list[tuple[object, GroupStats]]:
+    """(preference, group) of the Pareto MTL groups (all runs balancer=paretomtl), by preference; [] if < 2."""
+    found = []
+    for g in groups:
+        prefs = {run.config.get("balancer.preference") for run in g.runs}
+        if all(run.config.get("balancer.name") == "paretomtl" for run in g.runs) and len(prefs) == 1 \
+                and None not in prefs:
+            found.append((prefs.pop(), g))
+    found.sort(key=lambda item: (isinstance(item[0], tuple), item[0]))
+    return found if len({str(p) for p, _ in found}) >= 2 else []
+
+
+def pareto_front(groups: Sequence[GroupStats], path: Path) -> Path | None:
+    """Final per-task success of each Pareto MTL preference (mean over seeds); None without a preference sweep.
+
+    2-3 tasks: scatter of one task's success against another's (every pair), the preferences joined in order
+    and labelled, other methods on the same tasks as grey reference points. More tasks: the per-task heat map
+    of the preference groups.
+    """
+    front = pareto_groups(groups)
+    if not front:
+        return None
+    tasks = front[0][1].tasks
+    front = [(p, g) for p, g in front if g.tasks == tasks]
+    if len(tasks) > 3 or len(tasks) < 2:
+        return per_task_heatmap([g for _, g in front], path)
+    others = [g for g in groups if g.tasks == tasks and all(g is not f for _, f in front)]
+    pairs = [(0, 1)] if len(tasks) == 2 else [(0, 1), (0, 2), (1, 2)]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.0 * len(pairs), 4.6), squeeze=False)
+    for ax, (a, b) in zip(axes[0], pairs):
+        x = np.array([g.final_scores[:, a].mean() for _, g in front])
+        y = np.array([g.final_scores[:, b].mean() for _, g in front])
+        ax.plot(x, y, "-o", color="tab:blue", label="paretomtl (preference)")
+        for (pref, _), xi, yi in zip(front, x, y):
+            ax.annotate(_show_preference(pref), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for g, marker in zip(others, "xs^vD<>p*h"):
+            ax.scatter(g.final_scores[:, a].mean(), g.final_scores[:, b].mean(), color="grey", marker=marker,
+                       label=g.label)
+        ax.set_xlabel(f"success: {tasks[a]}")
+        ax.set_ylabel(f"success: {tasks[b]}")
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle("Pareto MTL: final per-task success per preference (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return Path(path)
+
+
+def _show_preference(pref: object) -> str:
+    return "[" + ",".join(f"{v:g}" for v in pref) + "]" if isinstance(pref, tuple) else str(pref)

@@ -88,7 +88,8 @@ def resolve_group_keys(runs: Sequence[Run], group_by: Sequence[str] | None) -> l
     """The config keys that tell groups apart: the given ones (checked) or, by default, the keys that differ.
 
     Automatic keys: every config key whose value differs between runs, except run identity (seed, paths,
-    device, ...); when a component's name differs (`balancer.name`), its options (`balancer.c`, ...) go with it.
+    device, ...); when a component's name differs (`balancer.name`), its options (`balancer.c`, ...) go with it,
+    except options that differ between runs of the same name (a `balancer.preference` sweep beside a baseline).
     Given keys may name a component (`balancer` means `balancer.name`).
     """
     all_keys = sorted(set().union(*(run.config for run in runs)))
@@ -109,15 +110,27 @@ def resolve_group_keys(runs: Sequence[Run], group_by: Sequence[str] | None) -> l
     candidates = [k for k in all_keys if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)]
     varying = [k for k in candidates if len({_canon(run.config.get(k, _MISSING)) for run in runs}) > 1]
     named = {k[: -len(".name")] for k in varying if k.endswith(".name")}
-    return [k for k in varying if not any(k.startswith(f"{p}.") and k != f"{p}.name" for p in named)]
+
+    def goes_with_name(key: str, component: str) -> bool:
+        values: dict[Any, set] = {}
+        for run in runs:
+            name = _canon(run.config.get(f"{component}.name", _MISSING))
+            values.setdefault(name, set()).add(_canon(run.config.get(key, _MISSING)))
+        return all(len(v) == 1 for v in values.values())
+
+    return [k for k in varying if not any(k.startswith(f"{p}.") and k != f"{p}.name" and goes_with_name(k, p)
+                                          for p in named)]
 
 
 def group_label(run: Run, keys: Sequence[str]) -> str:
     shown = keys or [k for k in FALLBACK_LABEL_KEYS if k in run.config]
     if not shown:
         return "all runs"
+    components = [k[: -len("name")] for k in shown if k.endswith(".name")]
     parts = []
     for key in shown:
+        if key not in run.config and not key.endswith(".name") and any(key.startswith(c) for c in components):
+            continue  # an option that this run's component does not have (a baseline beside a sweep)
         name = key[: -len(".name")] if key.endswith(".name") else key
         parts.append(f"{name}={_show(run.config.get(key, _MISSING))}")
     return ",".join(parts)

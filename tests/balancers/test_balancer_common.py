@@ -13,17 +13,19 @@ GRADIENT = ["cagrad", "fairgrad", "nashmtl", "pcgrad"]
 ALL = sorted(B.available())
 VARIANTS = [("cagrad", {}), ("cagrad", {"rescale": False}), ("cagrad", {"c": 0.0}), ("fairgrad", {}),
             ("fairgrad", {"solver": "newton"}), ("fairgrad", {"alpha": 1.0}), ("nashmtl", {}),
-            ("pcgrad", {}), ("pcgrad", {"reduction": "sum"}), ("pcgrad", {"normalize": True}),
-            ("famo", {}), ("famo", {"variant": "authors"}), ("igb", {}), ("uniform", {})]
+            ("pcgrad", {}), ("pcgrad", {"reduction": "sum"}), ("pcgrad", {"variant": "mtrl"}),
+            ("cagrad", {"variant": "mtrl"}), ("cagrad", {"variant": "mtrl", "c": 0.0}),
+            ("fairgrad", {"variant": "mtrl"}),
+            ("famo", {}), ("famo", {"variant": "mtrl"}), ("igb", {}), ("uniform", {}),
+            ("mgda", {}), ("mgda", {"normalization": "l2"}), ("paretomtl", {"init_steps": 1})]
 #: (name, options) whose K = 1 direction is exactly the plain gradient; the others give a positive multiple.
 EXACT_K1 = {("cagrad", '{"c": 0.0}'), ("pcgrad", "{}"), ("pcgrad", '{"reduction": "sum"}'),
-            ("pcgrad", '{"normalize": true}'), ("famo", "{}"), ("uniform", "{}")}
+            ("pcgrad", '{"variant": "mtrl"}'), ("cagrad", '{"variant": "mtrl", "c": 0.0}'), ("famo", "{}"),
+            ("uniform", "{}"), ("mgda", "{}"), ("paretomtl", '{"init_steps": 1}')}
 
 
 def direction(bal, G, losses=None):
     """The update direction of any balancer (loss methods use their convenience combine)."""
-    if bal.kind == "gradient":
-        return bal.combine(G)
     return bal.combine(G, torch.rand(G.shape[0], dtype=G.dtype) + 0.5 if losses is None else losses)
 
 
@@ -97,7 +99,8 @@ def test_output_dtype_follows_input(name, dtype):
 
 
 STATEFUL = [("pcgrad", {"seed": 3}), ("pcgrad", {}), ("nashmtl", {"update_every": 3}), ("famo", {}),
-            ("igb", {"base_step": 3}), ("cagrad", {}), ("fairgrad", {}), ("uniform", {})]
+            ("igb", {"base_step": 3}), ("cagrad", {}), ("fairgrad", {}), ("uniform", {}),
+            ("paretomtl", {"init_steps": 3})]
 
 
 def step(bal, G, losses):

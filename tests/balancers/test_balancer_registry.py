@@ -7,7 +7,8 @@ import mtrl.balancers as B
 from mtrl.errors import UserError
 
 KINDS = {"cagrad": "gradient", "fairgrad": "gradient", "nashmtl": "gradient", "pcgrad": "gradient",
-         "famo": "loss", "igb": "loss", "uniform": "loss"}
+         "mgda": "gradient", "paretomtl": "gradient",
+         "famo": "loss", "igb": "loss", "igbv2": "loss", "uniform": "loss"}
 
 
 def one_line_error(fn, *fragments):
@@ -46,7 +47,13 @@ def test_unknown_option_names_it_and_the_allowed_ones():
         ("famo", {"lr": 0}, ["balancer.lr=0", "> 0"]),
         ("famo", {"gamma": -1.0}, ["gamma", ">= 0", "-1.0"]),
         ("famo", {"eps": float("nan")}, ["eps", "nan"]),
-        ("famo", {"variant": "mtrl"}, ["variant='mtrl'", "paper, authors"]),
+        ("famo", {"variant": "exact"}, ["variant='exact'", "paper, mtrl, authors"]),
+        ("famo", {"variant": "mtrl", "min_losses": 0.1}, ["balancer.min_losses=0.1", "0 with balancer.variant=mtrl"]),
+        ("cagrad", {"variant": "authors"}, ["variant='authors'", "paper, mtrl"]),
+        ("cagrad", {"variant": "mtrl", "rescale": False}, ["rescale=False", "true with balancer.variant=mtrl"]),
+        ("fairgrad", {"variant": "sgd"}, ["variant='sgd'", "paper, mtrl"]),
+        ("pcgrad", {"variant": True}, ["variant=True", "paper, mtrl"]),
+        ("pcgrad", {"variant": "mtrl", "reduction": "sum"}, ["reduction='sum'", "mean with balancer.variant=mtrl"]),
         ("famo", {"min_losses": [0.0, 0.0]}, ["min_losses", "3 numbers", "got 2"]),
         ("pcgrad", {"reduction": "median"}, ["reduction='median'", "mean, sum"]),
         ("pcgrad", {"seed": -1}, ["seed", ">= 0", "-1"]),

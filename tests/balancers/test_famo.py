@@ -25,9 +25,10 @@ def test_weights_are_the_papers_gradient_coefficients(seed, k):
     x = losses.clone().requires_grad_(True)
     (torch.log(x - 0.1 + 1e-8) * z / q.sum()).sum().backward()
     torch.testing.assert_close(bal.weights(losses), x.grad, rtol=1e-12, atol=0)
-    authors = B.make("famo", num_tasks=k, min_losses=0.1, variant="authors")
-    authors.logits = bal.logits.clone()
-    torch.testing.assert_close(authors.weights(losses), q * q.sum(), rtol=1e-12, atol=0)
+    mtrl = B.make("famo", num_tasks=k, variant="mtrl")  # the authors' code: times c, no minimum losses
+    mtrl.logits = bal.logits.clone()
+    q_mtrl = z / (losses + 1e-8)
+    torch.testing.assert_close(mtrl.weights(losses), q_mtrl * q_mtrl.sum(), rtol=1e-12, atol=0)
 
 
 def test_logits_follow_the_paper_update_on_a_scripted_loss_sequence():

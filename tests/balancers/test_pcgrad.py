@@ -75,8 +75,8 @@ def test_seed_reproducibility_and_order_dependence():
     assert not torch.equal(run(7), run(8))  # the random order matters with many conflicts
 
 
-def test_normalize_variant_matches_exact_projection_up_to_its_epsilon():
+def test_mtrl_variant_matches_exact_projection_up_to_its_epsilon():
     G = rand(3, 5, 7)
     d, _ = B.make("pcgrad", num_tasks=5, seed=4).combine(G)
-    d_norm, _ = B.make("pcgrad", num_tasks=5, seed=4, normalize=True).combine(G)
-    torch.testing.assert_close(d, d_norm, rtol=1e-6, atol=1e-7)
+    d_mtrl, _ = B.make("pcgrad", num_tasks=5, seed=4, variant="mtrl").combine(G)
+    torch.testing.assert_close(d, d_mtrl, rtol=1e-6, atol=1e-7)

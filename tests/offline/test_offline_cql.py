@@ -19,8 +19,9 @@ K, OBS, ACT, N = 3, 7, 4, 5
 
 def _agent(encoder="onehot", **cql) -> CQLAgent:
     torch.manual_seed(0)
-    return CQLAgent(OBS, ACT, [f"t{i}" for i in range(K)], SACConfig(hidden_sizes=[32, 32]), {"name": encoder},
-                    torch.device("cpu"), cql=CQLConfig(num_actions=N, **cql))
+    options = {f"cql_{k}" if k in ("alpha", "temperature", "lagrange", "target_gap") else k: v for k, v in cql.items()}
+    return CQLAgent(OBS, ACT, [f"t{i}" for i in range(K)], CQLConfig(hidden_sizes=[32, 32], cql_num_actions=N, **options),
+                    {"name": encoder}, torch.device("cpu"))
 
 
 def _batch(counts=(6, 2, 9)) -> Batch:
@@ -50,7 +51,7 @@ def test_penalty_matches_a_per_sample_loop():
     agent, batch = _agent(alpha=2.5, temperature=0.7), _batch()
     inputs = agent.critic_inputs(batch)
     params = dict(agent.critic.named_parameters())
-    loss = agent.critic_sample_loss(params, **inputs)
+    loss, aux = agent.critic_sample_loss(params, **inputs)
     expected = []
     with torch.no_grad():
         for b in range(len(batch)):
@@ -64,6 +65,10 @@ def test_penalty_matches_a_per_sample_loop():
                 value = value + 2.5 * (0.7 * torch.log(torch.exp(scores).sum()) - q)
             expected.append(value)
     torch.testing.assert_close(loss.detach(), torch.cat(expected), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the penalty it reports is the one it adds
+        q1, q2 = agent.critic(batch.obs, batch.action, batch.task_ids)
+        td = (q1 - inputs["target"]) ** 2 + (q2 - inputs["target"]) ** 2
+    torch.testing.assert_close(aux["penalty"].detach(), (loss.detach() - td) / 2.5, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("encoder", ["onehot", "multihead"])
@@ -73,7 +78,7 @@ def test_vmap_path_gives_the_same_task_losses_and_gradients(encoder):
     agent.set_balancers(balancers.make("pcgrad", K), balancers.make("uniform", K))
     G, (losses, _) = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
     params = agent.critic_objective.parameters()
-    direct = task_mean(agent.critic_sample_loss(params, **inputs), batch.task_ids, K)
+    direct = task_mean(agent.critic_sample_loss(params, **inputs)[0], batch.task_ids, K)
     torch.testing.assert_close(losses, direct.detach(), rtol=1e-5, atol=1e-5)
     for task in range(K):  # row `task` of G is the gradient of that task's mean loss
         grads = torch.autograd.grad(direct[task], list(params.values()), retain_graph=True, allow_unused=True)
@@ -90,8 +95,7 @@ def test_update_with_unequal_task_counts(balancer):
     metrics = agent.update(_batch())
     assert metrics["critic_loss"].shape == (K,) and torch.isfinite(metrics["critic_loss"]).all()
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.critic.parameters()))
-    penalty = agent.last_penalty()
-    assert penalty.shape == (K,) and torch.isfinite(penalty).all()
+    assert metrics["penalty"].shape == (K,) and torch.isfinite(metrics["penalty"]).all()
 
 
 def test_penalty_pushes_down_unseen_actions():
@@ -100,8 +104,8 @@ def test_penalty_pushes_down_unseen_actions():
     for _ in range(150):
         agent.update(batch)
     with torch.no_grad():
-        q_data = agent.conservative_q(batch.obs, batch.action, batch.task_ids).mean()
-        q_rand = agent.conservative_q(batch.obs, torch.rand_like(batch.action) * 2 - 1, batch.task_ids).mean()
+        q_data = agent.task_q(batch.obs, batch.action, batch.task_ids).mean()
+        q_rand = agent.task_q(batch.obs, torch.rand_like(batch.action) * 2 - 1, batch.task_ids).mean()
     assert q_data > q_rand
 
 
@@ -111,12 +115,13 @@ def test_zero_weight_is_plain_sac_critic_loss():
     params = dict(agent.critic.named_parameters())
     q1, q2 = agent.critic(batch.obs, batch.action, batch.task_ids)
     want = (q1 - inputs["target"]) ** 2 + (q2 - inputs["target"]) ** 2
-    torch.testing.assert_close(agent.critic_sample_loss(params, **inputs), want)
+    torch.testing.assert_close(agent.critic_sample_loss(params, **inputs)[0], want)
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"alpha": -1.0}, "offline.cql_alpha=-1.0"), ({"num_actions": 0}, "offline.cql_num_actions=0"),
-    ({"temperature": 0.0}, "offline.cql_temperature=0.0"),
+    ({"cql_alpha": -1.0}, "agent.cql_alpha=-1.0"), ({"cql_num_actions": 0}, "agent.cql_num_actions=0"),
+    ({"cql_temperature": 0.0}, "agent.cql_temperature=0.0"), ({"cql_target_gap": float("nan")}, "agent.cql_target_gap=nan"),
+    ({"cql_lagrange": "yes"}, "agent.cql_lagrange='yes'"), ({"deterministic_backup": 1}, "agent.deterministic_backup=1"),
 ])
 def test_bad_cql_options(kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -140,7 +145,7 @@ def test_behaviour_cloning_phase():
 
     agent, batch = _agent(bc_updates=2), _batch()
     # log pi(a|s) of given actions matches torch's tanh-transformed Gaussian.
-    mean, log_std = agent._policy(None, batch.obs, batch.task_ids)
+    mean, log_std = agent.policy.distribution(None, batch.obs, batch.task_ids)
     dist = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()])
     action = batch.action.clamp(-0.99, 0.99)
     torch.testing.assert_close(agent.action_log_prob(None, batch.obs, batch.task_ids, action),
@@ -154,3 +159,33 @@ def test_behaviour_cloning_phase():
     restored.set_balancers(balancers.make("pcgrad", K), balancers.make("pcgrad", K))
     restored.load_state_dict(agent.state_dict())
     assert restored.num_updates == 2
+
+
+@pytest.mark.parametrize("gap,direction", [(1e4, -1), (-1e4, 1)])
+def test_lagrange_weight_stays_positive_and_moves_towards_the_target_gap(gap, direction):
+    """alpha' falls while the penalty is below the target gap and rises while it is above; it stays >= 0."""
+    agent, batch = _agent(alpha=1.0, lagrange=True, target_gap=gap), _batch()
+    weights = [agent.penalty_weight().clone()]
+    for _ in range(5):
+        metrics = agent.update(batch)
+        weights.append(metrics["penalty_weight"].clone())
+    steps = torch.stack(weights).diff(dim=0)
+    assert (torch.stack(weights) >= 0).all()
+    assert (torch.sign(steps) == direction).all(), steps
+
+
+def test_deterministic_backup_drops_the_entropy_term():
+    agent, batch = _agent(deterministic_backup=True), _batch()
+    torch.manual_seed(3)
+    low = agent.critic_targets(batch)
+    with torch.no_grad():
+        agent.log_alpha.fill_(5.0)  # a huge temperature changes SAC's targets, not these
+    torch.manual_seed(3)
+    torch.testing.assert_close(agent.critic_targets(batch), low)
+    sac = _agent()
+    torch.manual_seed(3)
+    with_entropy = sac.critic_targets(batch)
+    with torch.no_grad():
+        sac.log_alpha.fill_(5.0)
+    torch.manual_seed(3)
+    assert not torch.allclose(sac.critic_targets(batch), with_entropy)

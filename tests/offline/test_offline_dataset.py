@@ -15,6 +15,7 @@ from mtrl.data.dataset import ARRAY_FIELDS, load_dataset, write_dataset
 from mtrl.data.summary import main as summary_main
 from mtrl.data.summary import task_rows
 from mtrl.errors import UserError
+from mtrl.config import parse_collect
 from tests.conftest import compose_config
 
 TASKS = "[reach-v3,push-v3]"
@@ -22,9 +23,9 @@ PER_TASK = "per_task={push-v3:{noise:1.0,random_fraction:0.5,episodes:1}}"
 
 
 def collect_config(output, *overrides, per_task=PER_TASK):
-    return compose_config("collect", [f"env.tasks={TASKS}", "env.protocol=mtrl", "env.horizon=20",
-                                      "episodes_per_task=2", "noise=0.1", per_task, f"output={output}",
-                                      "progress=false", *overrides])
+    return parse_collect(compose_config("collect", [f"env.tasks={TASKS}", "env.protocol=mtrl", "env.horizon=20",
+                                                    "episodes_per_task=2", "noise=0.1", per_task, f"output={output}",
+                                                    "progress=false", *overrides]))
 
 
 @pytest.fixture(scope="module")
@@ -178,16 +179,16 @@ def test_task_set_is_checked_against_the_config(dataset_path):
 
 def test_bad_collection_options_are_one_line_errors(tmp_path):
     for overrides, message in [
-        (["per_task={push-v3:{nosie:1.0}}"], "per_task.push-v3.nosie is not an option"),
+        (["per_task={push-v3:{nosie:1.0}}"], "unknown option per_task.push-v3.nosie .did you mean per_task.push-v3.noise"),
         (["per_task={door-open-v3:{noise:1.0}}"], "not one of env.tasks"),
-        (["random_fraction=1.5"], r"random_fraction=1.5 is not allowed; expected a number in \[0, 1\]"),
+        (["random_fraction=1.5"], r"random_fraction=1.5 is not allowed; expected a finite number in \[0, 1\]"),
         (["episodes_per_task=0"], "episodes_per_task=0 is not allowed"),
     ]:
         per_task = overrides[0] if overrides[0].startswith("per_task") else PER_TASK
-        cfg = collect_config(tmp_path / "x.h5", *[o for o in overrides if o != per_task], per_task=per_task)
         with pytest.raises(UserError, match=message):
+            cfg = collect_config(tmp_path / "x.h5", *[o for o in overrides if o != per_task], per_task=per_task)
             plan_tasks(cfg, ["reach-v3", "push-v3"])
-    with pytest.raises(UserError, match="output=<path.h5> is required"):
-        collect(collect_config("null"))
-    with pytest.raises(UserError, match="policy=greedy is not allowed"):
-        collect(collect_config(tmp_path / "y.h5", "policy=greedy"))
+    with pytest.raises(UserError, match="output=None is not allowed; expected the .h5 dataset file"):
+        collect_config("null")
+    with pytest.raises(UserError, match="policy='greedy' is not allowed"):
+        collect_config(tmp_path / "y.h5", "policy=greedy")

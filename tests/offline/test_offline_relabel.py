@@ -10,7 +10,7 @@ from envs.relabel import ARM_JOINTS, RewardRelabeller, arm_indices
 from envs.scripted import ScriptedPolicy
 from mtrl.data.collect import TaskPlan, collect_task
 from mtrl.data.dataset import load_dataset, write_dataset
-from mtrl.offline_trainer import relabel_dataset
+from mtrl.data.offline import relabel_dataset
 
 HORIZON = 40
 

@@ -13,9 +13,11 @@ from mtrl import checkpoint
 from mtrl.data.collect import collect
 from mtrl.data.dataset import load_dataset
 from mtrl.errors import UserError
+from mtrl.config import parse_collect, parse_evaluate
 from mtrl.evaluate_run import evaluate_from_config
-from mtrl.offline_trainer import RELABEL_CACHE, OfflineTrainer
-from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_config
+from mtrl.data.offline import RELABEL_CACHE
+from mtrl.offline_trainer import OfflineTrainer
+from tests.conftest import smoke_run_config, assert_one_line_error, compose_config, run_cli, smoke_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 
@@ -27,7 +29,7 @@ def dataset_path(tmp_path_factory):
                                      "episodes_per_task=2", "noise=0.1", "progress=false",
                                      "per_task={drawer-close-v3:{noise:1.0,random_fraction:0.5,episodes:1}}",
                                      f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}"])
-    return collect(cfg)
+    return collect(parse_collect(cfg))
 
 
 def offline_args(dataset, *extra):
@@ -35,7 +37,7 @@ def offline_args(dataset, *extra):
 
 
 def offline_config(run_dir, dataset, *extra):
-    return smoke_config(run_dir, *offline_args(dataset, *extra))
+    return smoke_run_config(run_dir, *offline_args(dataset, *extra))
 
 
 def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, dataset_path):
@@ -53,7 +55,7 @@ def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, datase
     tags = set(events.Tags()["scalars"])
     for task in TASKS:
         assert {f"sharing/fraction/{task}", f"sharing/threshold/{task}", f"cql/penalty/{task}",
-                f"sac/critic_loss/{task}", f"eval/success/{task}"} <= tags
+                f"cql/critic_loss/{task}", f"eval/success/{task}"} <= tags
 
     resumed = OfflineTrainer(offline_config(run_dir, dataset_path, "sharing=cds", "total_steps=40",
                                             "checkpoint_every=10", f"resume={run_dir}"), run_dir)
@@ -65,7 +67,8 @@ def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, datase
     assert checkpoint.list_checkpoints(run_dir)[-1].name == "step_000000000040.pt"
 
     # evaluate.py's code reads offline checkpoints like online ones.
-    evaluate_from_config(compose_config("evaluate", [f"checkpoint={run_dir}", "episodes_per_task=1", "device=cpu"]))
+    evaluate_from_config(parse_evaluate(compose_config("evaluate", [f"checkpoint={run_dir}", "episodes_per_task=1",
+                                                                    "device=cpu"])))
     data = json.loads((run_dir / "checkpoints" / "step_000000000040_eval_mtrl.json").read_text())
     assert [t["task"] for t in data["tasks"]] == TASKS
 
@@ -73,9 +76,9 @@ def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, datase
     cfg = compose_config("collect", ["env.tasks=[drawer-close-v3]", "env.protocol=mtrl", "env.horizon=5",
                                      "episodes_per_task=1", "noise=0.0", f"checkpoint={run_dir}", "progress=false",
                                      f"output={tmp_path / 'from_ckpt.h5'}"])
-    collected = load_dataset(collect(cfg))
+    collected = load_dataset(collect(parse_collect(cfg)))
     drawer = collected.tasks["drawer-close-v3"]
-    assert drawer.source["policy"] == "sac" and collected.collection["checkpoint"].endswith("step_000000000040.pt")
+    assert drawer.source["policy"] == "cql" and collected.collection["checkpoint"].endswith("step_000000000040.pt")
     expected = resumed.agent.act(drawer.obs, np.full(len(drawer), TASKS.index("drawer-close-v3")), deterministic=True)
     np.testing.assert_allclose(drawer.action, expected, atol=1e-6)
 
@@ -86,8 +89,8 @@ def test_every_sharing_mode_trains(tmp_path, dataset_path, sharing):
     trainer = OfflineTrainer(offline_config(run_dir, dataset_path, f"sharing={sharing}", "total_steps=6",
                                             "eval_every=0", "checkpoint_every=0", "eval_episodes=1"), run_dir)
     if sharing == "all":  # shared rows carry task i's relabelled reward
-        assert trainer.store.has_relabelled_rewards()
-    batch, stats = trainer.sample()
+        assert trainer.data.store.has_relabelled_rewards()
+    batch = trainer.data.sample(trainer.agent.task_q, trainer.agent.device)
     assert batch.counts.tolist() == ([16, 16] if sharing == "none" else [32, 32]) or sharing == "cds_zero"
     trainer.run()
     assert trainer.step == 6 and len(checkpoint.list_checkpoints(run_dir)) == 1
@@ -112,12 +115,13 @@ def test_bad_offline_configs_are_rejected(tmp_path, dataset_path):
         (["env.tasks=[reach-v3,push-v3]"], "has no data for push-v3"),
         (["env.protocol=metaworld"], "collected under protocol 'mtrl'"),
         (["env.goal_seed=5"], "goals for reach-v3 differ"),
-        (["offline.cql_num_actions=0"], "offline.cql_num_actions=0 is not allowed"),
+        (["agent.cql_num_actions=0"], "agent.cql_num_actions=0 is not allowed"),
+        (["agent=sac"], "agent=sac trains online; mode=offline uses agent=bc, agent=cql"),
+        (["agent=bc", "sharing=cds"], "sharing=cds filters with a Q function; agent=bc has none"),
     ]
     for extra, message in cases:
-        cfg = smoke_config(run_dir, *offline_args(dataset_path, "total_steps=4"), *extra)
         with pytest.raises(UserError, match=message):
-            OfflineTrainer(cfg, run_dir)
+            OfflineTrainer(smoke_run_config(run_dir, *offline_args(dataset_path, "total_steps=4"), *extra), run_dir)
     # Resuming with another sharing mode is refused.
     OfflineTrainer(offline_config(run_dir, dataset_path, "sharing=none", "total_steps=2", "eval_every=0"), run_dir).run()
     with pytest.raises(UserError, match="trained with sharing=none"):
@@ -126,8 +130,8 @@ def test_bad_offline_configs_are_rejected(tmp_path, dataset_path):
 
 def test_cli_errors_are_one_line(tmp_path, dataset_path):
     base = ["experiment=smoke", f"run_dir={tmp_path / 'r'}"]
-    with pytest.raises(UserError, match=r"^sharing='cdz' is not allowed; use none, all, cds or cds_zero$"):
-        OfflineTrainer(smoke_config(tmp_path / "r", *offline_args(dataset_path, "sharing=cdz")), tmp_path / "r")
+    with pytest.raises(UserError, match=r"^sharing='cdz' is not allowed; expected one of none, all, cds, cds_zero$"):
+        smoke_run_config(tmp_path / "r", *offline_args(dataset_path, "sharing=cdz"))
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(dataset_path.read_bytes()[:5000])
     assert_one_line_error(run_cli("train.py", *base, *offline_args(truncated)), str(truncated), "truncated or corrupt")

@@ -1,0 +1,85 @@
+"""The one place agents are built: from a run's config, or from a checkpoint (for evaluation, collection, video)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from envs import EnvSpec, build_env_spec
+from mtrl import balancers, checkpoint
+from mtrl.agents.base import Agent
+from mtrl.agents.registry import agent_class
+from mtrl.config.parse import parse_train
+from mtrl.config.schema import BalancerConfig, TrainConfig
+from mtrl.errors import UserError
+from mtrl.runtime import pick_device
+
+PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def build_balancers(config: BalancerConfig, agent: Agent) -> dict[str, balancers.Balancer]:
+    """One balancer per trained network: the configured method where `apply_to` names it, uniform elsewhere."""
+    k = agent.num_tasks
+    balancers.make(config.name, k, **config.options)  # validates the options even where it balances nothing
+    if config.name != "uniform" and not set(config.apply_to) & set(agent.networks):
+        raise UserError(f"balancer.apply_to={config.apply_to} names no network of agent={agent.name} "
+                        f"(it trains {', '.join(agent.networks)}); set balancer.apply_to=[{agent.networks[0]}]")
+    return {net: balancers.make(config.name, k, **config.options) if net in config.apply_to
+            else balancers.make("uniform", k) for net in agent.networks}
+
+
+def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_dim: int) -> Agent:
+    """The agent `config.agent` describes, with its encoders and balancers, on `config.device`."""
+    cls = agent_class(config.agent.name)
+    agent = cls(obs_dim, act_dim, task_names, config.agent, config.actor_encoder, pick_device(config.device),
+                critic_encoder=config.critic_encoder)
+    agent.set_balancers(**build_balancers(config.balancer, agent))
+    return agent
+
+
+def check_finite(agent: Agent, where: str) -> None:
+    """Refuse an agent whose policy weights are not all finite (a diverged run)."""
+    bad = [name for name, p in agent.actor.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise UserError(f"{where} holds non-finite policy weights ({bad[0]}); the run diverged: "
+                        f"use an earlier checkpoint or retrain with a smaller learning rate")
+
+
+@dataclass
+class LoadedAgent:
+    """A checkpoint's agent with what it was trained on."""
+
+    agent: Agent
+    config: TrainConfig
+    state: dict[str, Any]
+    file: Path
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.state["env"]["tasks"])
+
+    def policy(self, deterministic: bool = True) -> PolicyFn:
+        """obs (N, obs_dim), task ids (N,) -> actions (N, act_dim)."""
+        return lambda obs, task_ids: self.agent.act(obs, task_ids, deterministic=deterministic)
+
+    def env_spec(self, protocol: str | None = None) -> EnvSpec:
+        """The training env spec (tasks, goals from the saved goal seed), optionally under another protocol."""
+        env = {**self.state["config"]["env"], "goal_seed": self.state["env"]["goal_seed"]}
+        if protocol is not None:
+            env.update(protocol=protocol, horizon=None)
+        return build_env_spec(env, self.config.seed)
+
+
+def load_agent(path: str | Path, device: str = "auto", which: str = "latest") -> LoadedAgent:
+    """The agent of a checkpoint file or of a run directory's latest (or best) checkpoint, networks loaded."""
+    file, state = checkpoint.load(path, which=which)
+    config = parse_train(state["config"])
+    config.device = device
+    agent = build_agent(config, list(state["env"]["tasks"]), state["dims"]["obs"], state["dims"]["act"])
+    agent.load_state_dict(state["agent"], networks_only=True)
+    check_finite(agent, f"checkpoint '{file}'")
+    return LoadedAgent(agent, config, state, file)
