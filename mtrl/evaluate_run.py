@@ -14,6 +14,7 @@ from mtrl.config.schema import EvaluateConfig
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.files import check_writable
+from mtrl.guard import check_actions
 
 
 def scripted_policy(config: EvaluateConfig) -> tuple[PolicyFn, EnvSpec, Path]:
@@ -40,7 +41,8 @@ def checkpoint_policy(config: EvaluateConfig) -> tuple[PolicyFn, EnvSpec, Path]:
     spec = loaded.env_spec(config.protocol)
     file = loaded.file
     output = Path(config.output or file.with_name(f"{file.stem}_eval_{spec.protocol.name}.json"))
-    return loaded.policy(config.deterministic), spec, output
+    act, where = loaded.policy(config.deterministic), f"evaluation of checkpoint '{file}'"
+    return (lambda obs, task_ids: check_actions(act(obs, task_ids), where)), spec, output
 
 
 def evaluate_from_config(config: EvaluateConfig) -> EvalResult:
@@ -54,8 +56,9 @@ def evaluate_from_config(config: EvaluateConfig) -> EvalResult:
     recorder = video.recorder_from_config(config.video, spec.task_names, output)  # None unless record=true
     env = spec.make(config.seed, evaluation=True, render_mode=None if recorder is None else "rgb_array")
     try:
+        returns = spec.protocol.name == "mtrl" if config.returns is None else config.returns
         result = evaluate(act, env, config.episodes_per_task or spec.protocol.eval_episodes, config.seed,
-                          recorder=recorder)
+                          recorder=recorder, returns=returns, progress=config.progress)
     finally:
         env.close()
         videos = recorder.finish() if recorder is not None else []

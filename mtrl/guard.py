@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -56,3 +57,15 @@ def check_finite_weights(modules: Mapping[str, nn.Module], step_unit: str, step:
                 raise UserError(f"training diverged: {owner} weight {name} is non-finite at {step_unit} {step}; "
                                 f"nothing was checkpointed: lower the learning rates or resume from an earlier "
                                 f"checkpoint")
+
+
+def check_actions(actions: np.ndarray, where: str) -> np.ndarray:
+    """`actions` ((N, act_dim) or one (act_dim,)) unchanged if all finite; otherwise a UserError naming `where`,
+    so a diverged policy is neither stepped in MuJoCo (whose NaN warnings flood its log) nor scored nor stored."""
+    rows = np.atleast_2d(actions)
+    bad = ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        raise UserError(f"{where}: the policy produced non-finite actions (NaN or inf) in {int(bad.sum())} of "
+                        f"{len(rows)} envs; nothing is scored or stored from a diverged policy: use an earlier "
+                        f"checkpoint or retrain with smaller learning rates")
+    return actions

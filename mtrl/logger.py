@@ -47,6 +47,13 @@ class RunLogger:
             self.per_task(f"balancer/{net}/grad_norm", stats["norms"], step)
             self.scalar(f"balancer/{net}/mean_cosine", stats["mean_cosine"], step)
             self.scalar(f"balancer/{net}/conflict_fraction", stats["conflict_fraction"], step)
+            for name, value in stats.get("extra", {}).items():
+                if value is None:
+                    continue
+                if isinstance(value, (int, float)):
+                    self.scalar(f"balancer/{net}/{name}", value, step)
+                else:
+                    self.per_task(f"balancer/{net}/{name}", value, step)
             image = ((stats["cosine"].float() + 1.0) / 2.0).unsqueeze(0)  # [-1, 1] -> [0, 1], CHW
             self.writer.add_image(f"balancer/{net}/cosine", image, step)
 

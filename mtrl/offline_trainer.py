@@ -17,7 +17,6 @@ from mtrl.agents.factory import build_agent
 from mtrl.config.schema import TrainConfig
 from mtrl.data.offline import OfflineData
 from mtrl.evaluation import EvalResult
-from mtrl.guard import DivergenceGuard, check_finite_weights
 from mtrl.logger import RunLogger
 from mtrl.run_base import RunBase
 
@@ -34,10 +33,7 @@ class OfflineTrainer(RunBase):
         self.data = OfflineData(config)
         self.spec = self.data.spec
         self.dims = {"obs": self.data.dataset.obs_dim, "act": self.data.dataset.act_dim}
-        self.agent = build_agent(config, self.spec.task_names, self.dims["obs"], self.dims["act"])
-        self.guard = DivergenceGuard(self.spec.task_names)
-        self.metrics: dict[str, Any] = {}
-        self.last_batch = None
+        self.attach_agent(build_agent(config, self.spec.task_names, self.dims["obs"], self.dims["act"]))
         if self.resume_state is not None:
             self.restore(self.resume_state)
         self.data.build_store(self.run_dir)
@@ -48,7 +44,6 @@ class OfflineTrainer(RunBase):
         self.data.rng.bit_generator.state = state["sampler_rng"]
 
     def trainer_state(self) -> dict[str, Any]:
-        check_finite_weights({net: getattr(self.agent, net) for net in self.agent.networks}, "update", self.step)
         return {**self.data.describe, "sampler_rng": self.data.rng.bit_generator.state}
 
     def run(self) -> EvalResult | None:
@@ -62,18 +57,15 @@ class OfflineTrainer(RunBase):
             while self.step < config.total_steps and not self.stop_requested:
                 self.last_batch = self.data.sample(task_q, self.agent.device)
                 self.metrics = self.agent.update(self.last_batch)
-                self.guard.observe(self.metrics, self.step)
+                self.after_update(self.step)
                 before, self.step = self.step, self.step + 1
                 log.advance(1)
                 self.tick(log, before)
-            self.guard.check("update", self.step)
         return self.result
 
     def log_progress(self, log: RunLogger) -> None:
-        self.guard.check("update", self.step)
-        log.metrics(self.agent.name, self.metrics, self.step)
+        self.log_update(log)
         self.data.log(log, self.step)
-        log.balancer(self.agent.diagnostics(self.last_batch), self.step)
 
 
 def train_offline(config: TrainConfig, run_dir: Path) -> EvalResult | None:

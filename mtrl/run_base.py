@@ -11,15 +11,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+import numpy as np
+
 from envs import EnvSpec
 from envs.vector import MultiTaskVectorEnv
 from mtrl import checkpoint
 from mtrl.agents.base import Agent
+from mtrl.batch import Batch
 from mtrl.config.parse import parse_train
 from mtrl.config.schema import TrainConfig
+from mtrl.diagnostics import AffinityMonitor
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.files import check_directory
+from mtrl.guard import DivergenceGuard, check_actions, check_finite_weights
 from mtrl.logger import RunLogger
 from mtrl.runtime import rng_states, seed_everything, set_rng_states
 
@@ -93,6 +98,7 @@ class RunBase:
         self.eval_env: MultiTaskVectorEnv | None = None
         self.result: EvalResult | None = None
         self.last_eval = self.last_checkpoint = -1
+        self.best: dict[str, Any] | None = None  # step and (success, return) of the best evaluation so far
         self.clock = (time.perf_counter(), 0)
 
     # ----- resume ----------------------------------------------------------------------------------
@@ -128,6 +134,8 @@ class RunBase:
                             f"{state['step']}; resume with a larger total_steps")
         self.agent.load_state_dict(state["agent"])
         self.step = int(state["step"])
+        self.best = state.get("best")
+        self.affinity.load_state_dict(state.get("affinity"))
         set_rng_states(state["rng"])
         self.resume_changes = config_changes(state["config"], self.config.raw)
 
@@ -136,9 +144,32 @@ class RunBase:
         """What this kind of run adds to a checkpoint (replay, sampler RNG, ...)."""
         return {}
 
+    def after_update(self, update: int) -> None:
+        """After update number `update`: the divergence guard and the optional affinity measurement."""
+        self.guard.observe(self.metrics, update)
+        self.affinity.observe(self.last_batch, update)
+
+    def log_update(self, log: RunLogger) -> None:
+        """At a log step: stop on divergence, then the agent's metrics, balancer diagnostics and affinities."""
+        self.guard.check(self.step_unit, self.step)
+        log.metrics(self.agent.name, self.metrics, self.step)
+        if self.last_batch is not None:
+            log.balancer(self.agent.diagnostics(self.last_batch), self.step)
+        self.affinity.log(log, self.step)
+
+    def attach_agent(self, agent: Agent) -> None:
+        """Use `agent` (built by the subclass once dims are known): its guard, affinity monitor and metrics."""
+        self.agent = agent
+        self.guard = DivergenceGuard(self.spec.task_names)
+        self.affinity = AffinityMonitor(self.config.diagnostics.affinity_every, agent, self.run_dir)
+        self.metrics: dict[str, Any] = {}
+        self.last_batch: Batch | None = None
+
     def save_checkpoint(self) -> Path:
+        check_finite_weights({net: getattr(self.agent, net) for net in self.agent.networks}, self.step_unit, self.step)
         state = {"mode": self.mode, "config": self.config.raw, "env": self.spec.describe(), "dims": self.dims,
-                 "agent": self.agent.state_dict(), "rng": rng_states(), **self.trainer_state()}
+                 "agent": self.agent.state_dict(), "rng": rng_states(), "best": self.best,
+                 "affinity": self.affinity.state_dict(), **self.trainer_state()}
         self.last_checkpoint = self.step
         return checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
 
@@ -148,8 +179,11 @@ class RunBase:
         if self.eval_env is None:
             self.eval_env = self.spec.make(self.config.seed + EVAL_SEED_OFFSET, evaluation=True)
         episodes = self.config.eval_episodes or self.spec.protocol.eval_episodes
-        result = evaluate(lambda o, t: self.agent.act(o, t, deterministic=True), self.eval_env, episodes,
-                          self.config.seed + EVAL_SEED_OFFSET)
+        returns = self.config.eval_returns
+        where = f"evaluation at {self.step_unit} {self.step}"
+        result = evaluate(lambda o, t: check_actions(self.agent.act(o, t, deterministic=True), where), self.eval_env,
+                          episodes, self.config.seed + EVAL_SEED_OFFSET, progress=self.config.progress,
+                          returns=self.spec.protocol.name == "mtrl" if returns is None else returns)
         result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
         return result
 
@@ -161,7 +195,22 @@ class RunBase:
         log.message(f"{self.step_unit} {self.step}: eval mean success {result.mean_success:.3f} "
                     f"({result.protocol} protocol)")
         self.result, self.last_eval = result, self.step
+        self.keep_if_best(result)
         return result
+
+    def keep_if_best(self, result: EvalResult) -> None:
+        """Write checkpoints/best.pt when this evaluation beats every earlier one (mean success, then mean return).
+
+        best.pt holds what evaluation needs (config, env, networks), not a resumable training state.
+        """
+        returns = [t.mean_return for t in result.tasks]
+        score = (result.mean_success, float(np.mean(returns)) if None not in returns else -np.inf)
+        if self.best is not None and tuple(self.best["score"]) >= score:
+            return
+        self.best = {"step": self.step, "score": list(score)}
+        checkpoint.save_best(self.run_dir, self.step, {"mode": self.mode, "config": self.config.raw,
+                                                       "env": self.spec.describe(), "dims": self.dims,
+                                                       "agent": self.agent.state_dict(), "best": self.best})
 
     # ----- the periodic schedule -------------------------------------------------------------------
     def tick(self, log: RunLogger, before: int) -> None:
@@ -210,6 +259,7 @@ class RunBase:
                 log.message(f"  resume changes {change}")
         try:
             yield
+            self.guard.check(self.step_unit, self.step)
             self.wrap_up(log)
         finally:
             for sig, handler in handlers.items():

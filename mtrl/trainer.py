@@ -16,7 +16,6 @@ from mtrl.config.schema import TrainConfig
 from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult
-from mtrl.guard import DivergenceGuard, check_finite_weights
 from mtrl.logger import RunLogger
 from mtrl.replay import MultiTaskReplay
 from mtrl.run_base import RunBase
@@ -48,15 +47,12 @@ class Trainer(RunBase):
         check_can_learn(config, self.num_tasks)
         self.env = self.spec.make(config.seed)
         self.dims = {"obs": self.env.obs_dim, "act": self.env.act_dim}
-        self.agent = build_agent(config, self.spec.task_names, self.env.obs_dim, self.env.act_dim)
+        self.attach_agent(build_agent(config, self.spec.task_names, self.env.obs_dim, self.env.act_dim))
         self.replay = MultiTaskReplay(self.num_tasks, config.replay_capacity // self.num_tasks, self.env.obs_dim,
                                       self.env.act_dim, config.seed)
         self.curriculum = CurriculumDriver.from_config(config.curriculum, self.num_tasks)
-        self.guard = DivergenceGuard(self.spec.task_names)
         self.updates = 0
         self.update_budget = 0.0
-        self.metrics: dict[str, Any] = {}
-        self.last_batch = None
         self.update_clock = (time.perf_counter(), 0)
         if self.resume_state is not None:
             self.restore(self.resume_state)
@@ -69,13 +65,13 @@ class Trainer(RunBase):
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
         self.curriculum.load_state_dict(state.get("curriculum", {}))
+        self.env.load_normalizer_state(state.get("reward_normalizer"))
 
     def trainer_state(self) -> dict[str, Any]:
-        check_finite_weights({net: getattr(self.agent, net) for net in self.agent.networks}, "step", self.step)
         return {"updates": self.updates, "update_budget": self.update_budget,
                 "env_action_rng": self.env.action_rng.bit_generator.state,
                 "replay": self.replay.state_dict() if self.config.save_replay else None,
-                "curriculum": self.curriculum.state_dict()}
+                "curriculum": self.curriculum.state_dict(), "reward_normalizer": self.env.normalizer_state()}
 
     # ----- the loop ---------------------------------------------------------------------------------------
     def run(self) -> EvalResult | None:
@@ -88,15 +84,15 @@ class Trainer(RunBase):
         with self.session(log):
             while self.step < config.total_steps and not self.stop_requested:
                 actions = self.choose_actions(obs)
-                out = self.env.step(actions)
-                self.learn()
+                self.env.step_async(actions)  # the envs step (in worker processes when async) ...
+                self.learn()  # ... while the agent updates on what was stored before this step
+                out = self.env.step_wait()
                 self.replay.add(out.task_ids, obs, actions, out.reward, out.next_obs, out.terminated)
                 obs = out.obs
                 before, self.step = self.step, self.step + len(actions)
                 self.record_episodes(log, out.episodes)
                 log.advance(self.step - before)
                 self.tick(log, before)
-            self.guard.check("step", self.step)
         return self.result
 
     def choose_actions(self, obs: np.ndarray) -> np.ndarray:
@@ -117,7 +113,7 @@ class Trainer(RunBase):
             counts = self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
             self.last_batch = self.replay.sample(counts)
             self.metrics = self.agent.update(self.last_batch)
-            self.guard.observe(self.metrics, self.updates)
+            self.after_update(self.updates)
             self.updates += 1
             self.update_budget -= 1.0
 
@@ -133,15 +129,16 @@ class Trainer(RunBase):
 
     # ----- logging hooks ---------------------------------------------------------------------------------
     def log_progress(self, log: RunLogger) -> None:
-        self.guard.check("step", self.step)
+        self.log_update(log)
         now, (start, start_updates) = time.perf_counter(), self.update_clock
         log.scalar("perf/updates_per_s", (self.updates - start_updates) / max(now - start, 1e-9), self.step)
         self.update_clock = (now, self.updates)
-        log.metrics(self.agent.name, self.metrics, self.step)
-        if self.last_batch is not None:
-            log.balancer(self.agent.diagnostics(self.last_batch), self.step)
         counts = self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
         self.curriculum.log(log, counts, self.step)
+
+    def close(self) -> None:
+        self.env.close()
+        super().close()
 
     def after_evaluation(self) -> None:
         if self.result is not None and self.curriculum.observe_evaluation(t.success_rate for t in self.result.tasks):

@@ -160,6 +160,7 @@ class Agent:
         """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""
         batch = batch.to(self.device)
         return {net: {"weights": self.objectives[net].last_weights,
+                      "extra": self.objectives[net].balancer.diagnostics(),
                       **self.objectives[net].conflict_stats(loss, inputs, batch.counts)}
                 for net, (loss, inputs) in self.loss_terms(batch).items()}
 

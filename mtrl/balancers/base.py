@@ -61,6 +61,10 @@ class Balancer:
     def update(self, losses_before: Tensor, losses_after: Tensor) -> None:
         """Post-step hook (FAMO's logit step), called when ``needs_after_step``; a no-op otherwise."""
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Method-specific values worth logging after a step ((K,) vectors or floats; None = not yet)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to reproduce the next output; empty for stateless methods."""
         return {}

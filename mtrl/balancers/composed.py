@@ -62,6 +62,11 @@ class Composed(GradientBalancer):
     def update(self, losses_before: Tensor, losses_after: Tensor) -> None:
         self.loss_weighting.update(losses_before, losses_after)
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Both halves' values, the loss-weighting half's under `loss_weighting/`."""
+        inner = {f"loss_weighting/{k}": v for k, v in self.loss_weighting.diagnostics().items()}
+        return {**self.gradient.diagnostics(), **inner}
+
     def state_dict(self) -> dict[str, Any]:
         return {"loss_weighting": self.loss_weighting.state_dict(), "gradient": self.gradient.state_dict()}
 

@@ -262,6 +262,11 @@ class IGBv2(LossBalancer):
     _KEYS = ("actor", "critic", "critic_target", "log_alpha", "actor_optim", "critic_optim", "buffer", "generator",
              "calls", "loss_sum", "prev_losses", "prev_weights")
 
+    def diagnostics(self) -> dict[str, Any]:
+        """The agent's last reward and per-task gap decreases, and its log-loss weights (sum K)."""
+        return {"agent_reward": self.last_reward, "gap_decrease": self.last_gap_decrease,
+                "log_loss_weight": self.last_weights}
+
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, temperature, buffer, generator and schedule (a deep copy)."""
         return copy.deepcopy({

@@ -162,7 +162,7 @@ class TrainConfig:
     replay_device: str = "auto"
     eval_every: int = 50_000
     eval_episodes: int | None = None
-    eval_returns: bool = False
+    eval_returns: bool | None = None  # None: full episodes with returns under mtrl, stop at success under metaworld
     log_every: int = 5_000
     checkpoint_every: int = 50_000
     keep_checkpoints: int = 3
@@ -188,8 +188,10 @@ class TrainConfig:
         self.log_every = checks.integer("log_every", self.log_every, 1)
         self.checkpoint_every = checks.integer("checkpoint_every", self.checkpoint_every, 0)
         self.keep_checkpoints = checks.integer("keep_checkpoints", self.keep_checkpoints, 1)
-        for key in ("eval_returns", "save_replay", "overwrite", "progress"):
+        for key in ("save_replay", "overwrite", "progress"):
             checks.flag(key, getattr(self, key))
+        if self.eval_returns is not None:
+            checks.flag("eval_returns", self.eval_returns)
 
     @property
     def offline_mode(self) -> bool:
@@ -225,7 +227,7 @@ class EvaluateConfig:
     protocol: str | None = None
     seed: int = 0
     deterministic: bool = True
-    returns: bool = False  # full-length episodes with returns (default: episodes end at first success)
+    returns: bool | None = None  # full-length episodes with returns; None: under mtrl yes, under metaworld no
     output: str | None = None
     device: str = "auto"
     progress: bool = True
@@ -238,8 +240,10 @@ class EvaluateConfig:
         if self.protocol is not None:
             self.protocol = checks.choice("protocol", self.protocol, ("metaworld", "mtrl"))
         self.seed = checks.integer("seed", self.seed, 0)
-        for key in ("deterministic", "returns", "progress"):
+        for key in ("deterministic", "progress"):
             checks.flag(key, getattr(self, key))
+        if self.returns is not None:
+            checks.flag("returns", self.returns)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from mtrl import checks
 from mtrl.config.schema import CollectConfig
 from mtrl.data.dataset import ARRAY_FIELDS, DatasetWriter, TaskData
 from mtrl.errors import UserError
+from mtrl.guard import check_actions
 
 PLAN_KEYS = ("episodes", "noise", "random_fraction")
 ActFn = Callable[[np.ndarray], np.ndarray]  # one raw observation (obs_dim,) -> action (act_dim,)
@@ -91,10 +92,11 @@ def make_policies(config: CollectConfig, spec: EnvSpec) -> tuple[dict[str, ActFn
         raise UserError(f"checkpoint '{loaded.file}' was trained on {', '.join(trained)}; it has no policy for "
                         f"{', '.join(missing)}")
     act = loaded.policy(config.deterministic)
+    where = f"collection with checkpoint '{loaded.file}'"
 
     def act_for(task_id: int) -> ActFn:
         ids = np.array([task_id], np.int64)
-        return lambda obs: act(obs[None].astype(np.float32), ids)[0]
+        return lambda obs: check_actions(act(obs[None].astype(np.float32), ids)[0], where)
 
     return ({name: act_for(trained.index(name)) for name in spec.task_names},
             {"policy": loaded.agent.name, "checkpoint": str(loaded.file), "deterministic": config.deterministic})

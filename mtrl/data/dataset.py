@@ -15,16 +15,25 @@ Layout (format ``mtrl-offline-dataset``, version 1)::
         goals (G,) bytes                            Meta-World's pickled goal ("task") data, by goal index
 
 Every array is chunked, gzip-compressed and carries HDF5's Fletcher-32 checksum, so a flipped byte
-in the data is detected when it is read. A file is written under a temporary name in the target
-directory and renamed only once it is complete, so an interrupted collection never leaves a file
-that loads as a dataset.
+in the data is detected when it is read. The metadata (every attribute of the root and of the task
+groups) carries its own checksum, the root attribute ``metadata_sha256`` written when the file is
+completed and verified on load, so a changed byte in the provenance never loads silently. Files written
+before that checksum existed load with a one-line warning (their metadata cannot be verified).
+
+A file is written under a temporary name in the target directory (``.<name>.<pid>.<random>.partial``)
+and renamed only once it is complete, so an interrupted collection never leaves a file that loads as a
+dataset; a collection removes the temporary files of the same output that a killed collection left
+behind (those of processes no longer running).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
+import re
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field, fields
@@ -43,6 +52,7 @@ except ImportError:  # pragma: no cover - h5py is a dependency of the offline fe
 FORMAT = "mtrl-offline-dataset"
 VERSION = 1
 COLLECT_HINT = "collect it again with python collect.py"
+CHECKSUM = "metadata_sha256"  # root attribute: SHA-256 of every other attribute of the file (metadata_digest)
 
 # name -> (numpy dtype, number of dimensions)
 ARRAY_FIELDS: dict[str, tuple[Any, int]] = {
@@ -173,9 +183,11 @@ class DatasetWriter:
         if self.path.is_dir():
             raise UserError(f"output '{self.path}' is a directory; give a file name ending in .h5")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path)
         self.task_names = list(task_names)
         self.written: list[str] = []
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}.", suffix=".partial",
+                                   dir=self.path.parent)
         os.close(fd)
         self.tmp_path = Path(tmp)
         self.file = h5py.File(self.tmp_path, "w")
@@ -231,6 +243,7 @@ class DatasetWriter:
         if missing:
             raise ValueError(f"cannot commit: tasks {missing} were not written")
         self.file.attrs["complete"] = True
+        self.file.attrs[CHECKSUM] = metadata_digest(self.file)
         self.file.flush()
         self.file.close()
         umask = os.umask(0)
@@ -264,6 +277,50 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.committed:
             self.abort()
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete the temporary files (`.<name>.<pid>.*.partial`) that killed collections of `path` left behind.
+
+    A file whose pid is a running process is kept (another collection of the same output may be writing it);
+    files named without a pid (older versions) are always stale. Returns what was removed.
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.)?[^.]+\.partial$")
+    removed = []
+    for candidate in path.parent.glob(f".{path.name}.*.partial"):
+        found = pattern.match(candidate.name)
+        if found is None or (found.group(1) and _running(int(found.group(1)))):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
+def metadata_digest(file) -> str:
+    """SHA-256 over every attribute of the root (but the checksum) and of each task group, in a canonical form."""
+    groups = [("/", file)]
+    if "tasks" in file:
+        groups += [(f"tasks/{name}", file["tasks"][name]) for name in sorted(file["tasks"])]
+    items = []
+    for where, group in groups:
+        for key in sorted(group.attrs):
+            if where == "/" and key == CHECKSUM:
+                continue
+            value = group.attrs[key]
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else np.asarray(value).tolist()
+            items.append([where, key, value])
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
 
 
 def _software_versions() -> dict[str, str]:
@@ -328,32 +385,58 @@ def load_dataset(path: str | Path, tasks: Sequence[str] | None = None, with_stat
         raise UserError(f"dataset '{path}' is not a readable HDF5 file ({reason}): truncated or corrupt; "
                         f"{COLLECT_HINT}") from None
     with file:
-        fmt = file.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != FORMAT:
-            raise UserError(f"'{path}' is not an mtrl offline dataset (format attribute {fmt!r}; expected '{FORMAT}')")
-        version = _attr(file, "format_version", path)
-        if int(version) != VERSION:
-            raise UserError(f"dataset '{path}' has format version {version}; this mtrl reads version {VERSION}")
-        if not bool(_attr(file, "complete", path)):
-            raise UserError(f"dataset '{path}' is incomplete (its collection was interrupted); {COLLECT_HINT}")
-        task_names = _json_attr(file, "task_names", path)
-        protocol = _json_attr(file, "protocol", path)
-        collection = _json_attr(file, "collection", path)
-        software = _json_attr(file, "software", path)
-        obs_dim, act_dim = int(_attr(file, "obs_dim", path)), int(_attr(file, "act_dim", path))
-        if not isinstance(task_names, list) or not task_names or not all(isinstance(t, str) for t in task_names):
-            raise UserError(f"dataset '{path}' has an invalid task list {task_names!r}; {COLLECT_HINT}")
-        meta = dict(path=path, dataset_id=str(_attr(file, "dataset_id", path)), created=str(_attr(file, "created", path)),
-                    benchmark=str(_attr(file, "benchmark", path)), task_names=list(task_names), protocol=protocol,
-                    goal_seed=int(_attr(file, "goal_seed", path)), obs_dim=obs_dim, act_dim=act_dim,
-                    collection=collection, software=software)
-        wanted = list(task_names) if tasks is None else list(tasks)
-        probe = Dataset(**meta, tasks={t: None for t in task_names})  # type: ignore[arg-type]
-        check_task_set(probe, wanted)
-        read = TRANSITION_FIELDS + (STATE_FIELDS if with_state else ())
-        loaded = {name: _read_task(file, path, name, obs_dim, act_dim, read) for name in wanted}
+        try:
+            return _read_file(file, path, tasks, with_state)
+        except UserError:
+            raise
+        except Exception as err:  # damaged object headers surface as several h5py/decoding errors
+            raise UserError(f"dataset '{path}' is corrupt: its metadata cannot be read ({_short(err)}); "
+                            f"{COLLECT_HINT}") from None
+
+
+def _read_file(file, path: Path, tasks: Sequence[str] | None, with_state: bool) -> Dataset:
+    """load_dataset on an open file: the root checks, the tasks, then the metadata checksum."""
+    fmt = file.attrs.get("format")
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    if fmt != FORMAT:
+        raise UserError(f"'{path}' is not an mtrl offline dataset (format attribute {fmt!r}; expected '{FORMAT}')")
+    version = _attr(file, "format_version", path)
+    if int(version) != VERSION:
+        raise UserError(f"dataset '{path}' has format version {version}; this mtrl reads version {VERSION}")
+    if not bool(_attr(file, "complete", path)):
+        raise UserError(f"dataset '{path}' is incomplete (its collection was interrupted); {COLLECT_HINT}")
+    task_names = _json_attr(file, "task_names", path)
+    protocol = _json_attr(file, "protocol", path)
+    collection = _json_attr(file, "collection", path)
+    software = _json_attr(file, "software", path)
+    obs_dim, act_dim = int(_attr(file, "obs_dim", path)), int(_attr(file, "act_dim", path))
+    if not isinstance(task_names, list) or not task_names or not all(isinstance(t, str) for t in task_names):
+        raise UserError(f"dataset '{path}' has an invalid task list {task_names!r}; {COLLECT_HINT}")
+    meta = dict(path=path, dataset_id=str(_attr(file, "dataset_id", path)), created=str(_attr(file, "created", path)),
+                benchmark=str(_attr(file, "benchmark", path)), task_names=list(task_names), protocol=protocol,
+                goal_seed=int(_attr(file, "goal_seed", path)), obs_dim=obs_dim, act_dim=act_dim,
+                collection=collection, software=software)
+    wanted = list(task_names) if tasks is None else list(tasks)
+    probe = Dataset(**meta, tasks={t: None for t in task_names})  # type: ignore[arg-type]
+    check_task_set(probe, wanted)
+    read = TRANSITION_FIELDS + (STATE_FIELDS if with_state else ())
+    loaded = {name: _read_task(file, path, name, obs_dim, act_dim, read) for name in wanted}
+    _verify_metadata(file, path)
     return Dataset(**{**meta, "task_names": wanted}, tasks=loaded)
+
+
+def _verify_metadata(file, path: Path) -> None:
+    """Compare the metadata with its checksum (after the specific checks, which name what is wrong when they can).
+
+    A file without a checksum (written before mtrl wrote one) loads with a warning line on stderr.
+    """
+    if CHECKSUM not in file.attrs:
+        print(f"warning: dataset '{path}' has no metadata checksum (written before mtrl checked them); "
+              f"its metadata is not verified", file=sys.stderr)
+        return
+    if str(_attr(file, CHECKSUM, path)) != metadata_digest(file):
+        raise UserError(f"dataset '{path}' fails its metadata checksum (its attributes were changed or damaged "
+                        f"after it was written, so its provenance cannot be trusted); {COLLECT_HINT}")
 
 
 def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Sequence[str]) -> TaskData:
