@@ -6,20 +6,23 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ValueType
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
-import mtrl.sweep  # noqa: F401  (registers the sweep job-directory resolver)
+from mtrl import mujoco_log
 from mtrl.errors import UserError
+from mtrl.sweep import is_finished, job_name, prepare_job  # also registers the sweep job-directory resolver
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _NOISE = ("full_key", "object_type", "Config search path", "provider=", "Set the environment", "To append")
@@ -28,6 +31,7 @@ _OVERRIDE = re.compile(r"Could not override '([^']+)'")
 
 # Launcher configs whose Hydra plugin comes with an optional extra: the hint added when it is missing.
 _LAUNCHER_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/joblib": "sweep"}
+MUJOCO_LOG = "mujoco.log"  # MuJoCo's warnings during a run, in its run directory (mtrl.mujoco_log)
 
 
 def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -61,90 +65,172 @@ def condense_hydra_error(err: Exception, known_keys: list[str] | None = None) ->
     return message + suggest_key(message, known_keys or [])
 
 
-def fail(message: str, status: int = 2) -> None:
+def fail(message: str, status: int = 2) -> NoReturn:
+    """End the command with `error: <message>` on stderr and `status`."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
 
 
-def sweep_jobs_to_check(overrides: list[str]) -> list[list[str]]:
-    """Override lists of sweep jobs that between them use every value of every enumerable sweep once.
+def in_sweep_job() -> bool:
+    """Whether this process runs a job of a Hydra multirun (a sweep)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
-    The first list takes each sweep's first value; each further one changes a single sweep to another
-    value. Sweeps that cannot be enumerated without the config (glob, interval) are left out.
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Every job of a sweep as its override list, exactly as Hydra's basic sweeper will launch them.
+
+    Call inside an initialised Hydra (glob sweeps over config groups need its config loader).
     """
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for override in parsed:
-        if not override.is_sweep_override():
-            choices.append([override.input_line])
-        elif override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP:
-            key = override.get_key_element()
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-    first = [values[0] for values in choices]
-    jobs = [first]
-    for i, values in enumerate(choices):
-        jobs += [first[:i] + [value] + first[i + 1 :] for value in values[1:]]
-    return jobs
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    return BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
 
 
-def check_composition(config_name: str, jobs: list[list[str]]) -> None:
-    """Compose every job's overrides; the first failure ends the command with one line (and a key suggestion)."""
+def check_train_job(cfg: DictConfig) -> None:
+    """What a training job refuses before it does anything: the typed config, the task names, a run without updates."""
+    from envs.tasks import resolve_tasks
+    from mtrl.config import parse_train
+    from mtrl.trainer import check_can_learn
+
+    config = parse_train(cfg)
+    _, tasks = resolve_tasks(config.env.tasks)
+    if not config.offline_mode:
+        check_can_learn(config, len(tasks))
+
+
+def _job_checks() -> dict[str, Callable[[DictConfig], Any]]:
+    from mtrl.config import parse_collect, parse_evaluate
+
+    return {"train": check_train_job, "evaluate": parse_evaluate, "collect": parse_collect}
+
+
+@dataclass
+class SweepPlan:
+    """The outcome of checking a sweep's jobs before any starts: job directory per valid job, error per invalid one."""
+
+    valid: dict[str, Path] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+
+
+def check_sweep(config_name: str, overrides: list[str]) -> SweepPlan:
+    """Compose and build the typed config of every job of a sweep before any job starts.
+
+    A job that does not compose (unknown group, key or launcher: Hydra could not launch the sweep) ends the
+    command with one line per distinct error. A job whose values are refused is printed as one line
+    `error: job <name>: <why>` and left to fail on its own when Hydra reaches it; when no job is valid the
+    command ends here.
+    """
+    plan, broken = SweepPlan(), {}
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            jobs = sweep_jobs(overrides)
+        except Exception as err:  # the override parser raises several types
+            fail(condense_hydra_error(err))
         for job in jobs:
             try:
-                compose(config_name=config_name, overrides=job)
+                cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
             except Exception as err:  # Hydra raises several types for bad overrides/groups/keys
-                fail(condense_hydra_error(err, config_keys(compose(config_name=config_name))))
+                broken.setdefault(condense_hydra_error(err, config_keys(compose(config_name=config_name))), None)
+                continue
+            name = OmegaConf.select(cfg, "hydra.sweep.subdir", throw_on_resolution_failure=False)
+            name = str(name) if name and config_name == "train" else job_name(job)
+            directory = Path(str(cfg.hydra.sweep.dir)) / name
+            with open_dict(cfg):
+                del cfg["hydra"]
+            try:
+                _job_checks()[config_name](cfg)
+            except UserError as err:
+                plan.invalid[name] = str(err)
+                print(f"error: job {name}: {err}", file=sys.stderr, flush=True)
+                continue
+            plan.valid[name] = directory
+    if broken:
+        print("\n".join(f"error: {message}" for message in broken), file=sys.stderr)
+        sys.exit(2)
+    if not plan.valid:
+        fail(f"none of the {len(plan.invalid)} jobs of this sweep is valid; nothing was started")
+    return plan
+
+
+def report_sweep(config_name: str, plan: SweepPlan) -> None:
+    """After a sweep: one line and exit status 2 when a job was invalid or (training) did not finish its run."""
+    unfinished = [name for name, directory in plan.valid.items() if config_name == "train" and not is_finished(directory)]
+    if plan.invalid or unfinished:
+        total = len(plan.valid) + len(plan.invalid)
+        parts = [f"{len(plan.invalid)} invalid (not run): {', '.join(plan.invalid)}"] if plan.invalid else []
+        parts += [f"{len(unfinished)} did not finish: {', '.join(unfinished)}"] if unfinished else []
+        fail(f"sweep: {total - len(plan.invalid) - len(unfinished)} of {total} jobs finished; {'; '.join(parts)}")
 
 
 def hydra_main(config_name: str, task: Callable[[DictConfig], None]) -> None:
-    """Check that the CLI overrides compose (one-line error if not), then run `task` under Hydra.
+    """Check the CLI overrides (one-line errors), then run `task` under Hydra.
 
-    A sweep (-m / --multirun) is checked job by job over every swept value; other Hydra flags
-    (--cfg, --help, ...) go straight through.
+    A single run is composed first; a sweep (-m / --multirun) has every job composed and its typed config built
+    first (`check_sweep`), runs its valid jobs and ends with status 2 if a job was invalid or did not finish.
+    Other Hydra flags (--cfg, --help, ...) go straight through.
     """
     args = sys.argv[1:]
     flags = [arg for arg in args if arg.startswith("-")]
     overrides = [arg for arg in args if not arg.startswith("-")]
-    if all(flag in ("-m", "--multirun") for flag in flags):
-        try:
-            jobs = sweep_jobs_to_check(overrides) if flags else [overrides]
-        except Exception as err:
-            fail(condense_hydra_error(err))
-        check_composition(config_name, jobs)
+    checked = all(flag in ("-m", "--multirun") for flag in flags)
+    plan = None
+    if checked and flags:
+        plan = check_sweep(config_name, overrides)
+    elif checked:
+        check_composition(config_name, overrides)
     hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(task)()
+    if plan is not None:
+        report_sweep(config_name, plan)
 
 
-def reports_user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into 'error: <message>' on stderr and exit status 2."""
+def check_composition(config_name: str, overrides: list[str]) -> None:
+    """Compose a single run's overrides; a failure ends the command with one line (and a key suggestion)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            compose(config_name=config_name, overrides=overrides)
+        except Exception as err:  # Hydra raises several types for bad overrides/groups/keys
+            fail(condense_hydra_error(err, config_keys(compose(config_name=config_name))))
+
+
+def reports_user_errors(func: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a UserError into 'error: <message>' on stderr and exit status 2.
+
+    In a sweep job the line names the job and the job just ends, so the sweep's other jobs run on
+    (`hydra_main` gives the sweep its exit status).
+    """
 
     @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(cfg: DictConfig) -> Any:
         try:
-            return func(*args, **kwargs)
+            return func(cfg)
         except UserError as err:
-            fail(str(err))
+            if not in_sweep_job():
+                fail(str(err))
+            print(f"error: job {Path(HydraConfig.get().runtime.output_dir).name}: {err}", file=sys.stderr, flush=True)
+            return None
 
     return wrapper
 
 
 @reports_user_errors
 def run_train(cfg: DictConfig) -> None:
-    from hydra.types import RunMode
-
     from mtrl.config import parse_train
-    from mtrl.sweep import prepare_job
+    from mtrl.logger import LineMode, RunLogger
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        cfg = prepare_job(cfg, run_dir, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+        cfg = prepare_job(cfg, run_dir, multirun=in_sweep_job())
         if cfg is None:  # a sweep job whose directory already holds the finished run
             return
         config = parse_train(cfg)
+        if in_sweep_job():  # parallel jobs: progress lines naming the job instead of bars
+            RunLogger.line_mode = LineMode(run_dir.name, config.log_every)
         if config.offline_mode:
             from mtrl.offline_trainer import train_offline as train
         else:
             from mtrl.trainer import train
+        mujoco_log.route(run_dir / MUJOCO_LOG)
         result = train(config, run_dir)
     except UserError:
         if run_dir.is_dir() and not any(run_dir.iterdir()):  # Hydra made it for a run that never started
@@ -171,7 +257,8 @@ def run_collect(cfg: DictConfig) -> None:
     from mtrl.files import check_writable
 
     config = parse_collect(cfg)
-    check_writable(config.output, "output")
+    output = check_writable(config.output, "output")
+    mujoco_log.route(output.with_name(f"{output.stem}.mujoco.log"))
     try:
         path = collect(config)
     except KeyboardInterrupt:
@@ -180,4 +267,5 @@ def run_collect(cfg: DictConfig) -> None:
     print(f"wrote {path}")
 
 
-__all__ = ["hydra_main", "run_train", "run_evaluate", "run_collect", "condense_hydra_error", "sweep_jobs_to_check"]
+__all__ = ["hydra_main", "run_train", "run_evaluate", "run_collect", "condense_hydra_error", "sweep_jobs",
+           "check_sweep", "check_train_job"]

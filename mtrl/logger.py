@@ -1,10 +1,17 @@
-"""Run logging: TensorBoard scalars under <run_dir>/tb and a tqdm progress bar in env steps."""
+"""Run logging: TensorBoard scalars under <run_dir>/tb and a tqdm progress bar in env steps.
+
+In sweep jobs (Hydra multirun) parallel jobs would redraw their bars over each other, so the command line
+switches every RunLogger of the process to line mode (`RunLogger.line_mode`): one line per log period,
+prefixed with the job's name, and the run's messages carry the same prefix.
+"""
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -12,15 +19,62 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 
+@dataclass
+class LineMode:
+    """Progress as lines: one every `every` steps (the run's log period), each prefixed with `[label]`."""
+
+    label: str
+    every: int
+
+
+class ProgressLines:
+    """The part of tqdm's interface RunLogger uses, printing a status line per period instead of a bar."""
+
+    def __init__(self, mode: LineMode, total: int, initial: int, unit: str, quiet: bool):
+        self.mode, self.total, self.n, self.unit, self.quiet = mode, total, initial, unit, quiet
+        self.postfix: dict[str, Any] = {}
+        self.mark = (time.perf_counter(), initial)
+
+    def update(self, steps: int) -> None:
+        before, self.n = self.n, self.n + steps
+        if not self.quiet and (self.n // self.mode.every > before // self.mode.every or before < self.total <= self.n):
+            self.write(self.status())
+
+    def status(self) -> str:
+        """`step N/T (p%), rate, eta` and the postfix, with the rate since the previous line."""
+        now, (start, start_n) = time.perf_counter(), self.mark
+        self.mark = (now, self.n)
+        rate = (self.n - start_n) / max(now - start, 1e-9)
+        eta = tqdm.format_interval((self.total - self.n) / rate) if rate > 0 else "?"
+        extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        return (f"{self.unit} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%), "
+                f"{rate:.0f} {self.unit}/s, eta {eta}{extra}")
+
+    def set_postfix(self, postfix: dict[str, Any], refresh: bool = False) -> None:
+        self.postfix = dict(postfix)
+
+    def write(self, text: str) -> None:
+        print(f"[{self.mode.label}] {text}", flush=True)
+
+    def close(self) -> None:
+        """Nothing to clear (tqdm's interface)."""
+
+
 class RunLogger:
     """TensorBoard writer + progress bar (steps/s, recent success, ETA) + recent per-task episode stats."""
+
+    #: Set by the command line in sweep jobs: progress lines naming the job instead of a bar (module doc).
+    line_mode: ClassVar[LineMode | None] = None
 
     def __init__(self, run_dir: Path, task_names: Sequence[str], total_steps: int, start_step: int,
                  progress: bool, window: int = 10, unit: str = "step", description: str = "train"):
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
         self.task_names = list(task_names)
-        self.bar = tqdm(total=total_steps, initial=start_step, unit=unit, dynamic_ncols=True,
-                        disable=not progress, desc=description)
+        if self.line_mode is not None:
+            self.bar = ProgressLines(self.line_mode, total_steps, start_step, unit, quiet=not progress)
+        else:
+            self.bar = tqdm(total=total_steps, initial=start_step, unit=unit, dynamic_ncols=True,
+                            disable=not progress, desc=description)
         self.recent_success = [deque(maxlen=window) for _ in self.task_names]
         self.recent_return = [deque(maxlen=window) for _ in self.task_names]
 

@@ -182,7 +182,8 @@ class RunBase:
         returns = self.config.eval_returns
         where = f"evaluation at {self.step_unit} {self.step}"
         result = evaluate(lambda o, t: check_actions(self.agent.act(o, t, deterministic=True), where), self.eval_env,
-                          episodes, self.config.seed + EVAL_SEED_OFFSET, progress=self.config.progress,
+                          episodes, self.config.seed + EVAL_SEED_OFFSET,
+                          progress=self.config.progress and RunLogger.line_mode is None,  # no bars in sweep jobs
                           returns=self.spec.protocol.name == "mtrl" if returns is None else returns)
         result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
         return result
