@@ -28,9 +28,10 @@ from common import ACT_DIM, OBS_DIM, filled_replay, interleaved_medians, machine
 
 from mtrl import balancers  # noqa: E402
 from mtrl.agents import SACAgent, SACConfig  # noqa: E402
+from mtrl.agents.factory import build_balancers  # noqa: E402
 from mtrl.balancers.objective import BalancedObjective, split_sample_loss  # noqa: E402
 from mtrl.batch import task_mean  # noqa: E402
-from mtrl.trainer import build_balancers  # noqa: E402
+from mtrl.config import BalancerConfig  # noqa: E402
 
 METHODS = ["uniform", "famo", "igb", "pcgrad", "cagrad", "fairgrad", "nashmtl"]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "balancer"
@@ -54,10 +55,13 @@ def make_agent(method: str, num_tasks: int, device: torch.device) -> SACAgent:
     agent = SACAgent(OBS_DIM, ACT_DIM, [f"task{i}" for i in range(num_tasks)], SACConfig(), {"name": "onehot"}, device)
     name = "pcgrad" if method == "kbackward" else method
     config = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
-    agent.set_balancers(*build_balancers(config, num_tasks))
+    options = {k: v for k, v in config.items() if k not in ("name", "apply_to")}
+    agent.set_balancers(**build_balancers(BalancerConfig(config["name"], config.get("apply_to", ["critic", "actor"]),
+                                                         options), agent))
     if method == "kbackward":
-        agent.critic_objective = KBackwardObjective(agent.critic_objective.balancer, agent.critic, num_tasks)
-        agent.actor_objective = KBackwardObjective(agent.actor_objective.balancer, agent.actor, num_tasks)
+        for net in ("critic", "actor"):
+            objective = agent.objectives[net]
+            agent.objectives[net] = KBackwardObjective(objective.balancer, objective.module, num_tasks)
     return agent
 
 

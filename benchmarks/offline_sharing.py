@@ -1,140 +1,135 @@
-"""Offline multi-task RL with data sharing: `none` vs `all` vs `cds` on a dataset of unequal quality.
+"""Offline multi-task RL with data sharing on data of unequal quality: sharing=none|all|cds|cds_zero, and BC.
 
-    python benchmarks/offline_sharing.py [--out DIR] [--updates N] [--episodes E] [--seed S] [train.py overrides ...]
+    python benchmarks/offline_sharing.py [--out DIR] [--seeds 1,2,3] [--methods none,all,cds,cds_zero,bc]
+                                         [--updates N] [--evals E] [--episodes 20] [train.py overrides ...]
 
-1. Collects (once; an existing file is reused) a 3-task Meta-World dataset under the Meta-World+ goal
-   set (50 goals per task, a random goal per episode) with 150-step episodes: reach-v3 and
-   pick-place-v3 from the scripted experts with action noise 0.1 (expert data), push-v3 with noise 1.0
-   and half of the actions uniform random (poor data); `--episodes` episodes per task.
-2. Trains multi-task CQL (2 x 128 networks, batch 64 own + 64 candidate transitions per task, 4
-   sampled actions per kind in the CQL penalty, CDS at the 50th percentile) with sharing=none, all and
-   cds: same seed, networks, updates and evaluation.
-3. Evaluates each run at the end (and every `--eval-every` updates) on all 50 goals of every task (150-step episodes) and
-   writes per-task success, the sharing statistics and the wall-clock time to <out>/results.json.
+1. Collects (once; an existing file is reused) the mixed-quality 3-task dataset under the Meta-World+ goal set
+   (50 goals per task, a random one per episode) with 150-step episodes, `--episodes` per task: reach-v3 and
+   pick-place-v3 from the scripted experts with action noise 0.1 (expert data), push-v3 with noise 1.0 and half
+   of the actions uniform random (poor data).
+2. Trains, one run at a time with one thread, multi-task CQL with the default options under each sharing mode,
+   and behaviour cloning (agent=bc, its own data only), for `--seeds` seeds, every run with the same networks,
+   batch, updates and evaluation schedule (SETTINGS below; extra arguments are train.py overrides for every run).
+3. Evaluates every updates/evals updates on all 50 goals of every task (150-step episodes, deterministic
+   actions) and aggregates with `python -m mtrl.report`: IQM and mean success over tasks with 95% stratified
+   bootstrap CIs over seeds, final and best, per-task tables, learning curves (<out>/report/).
+4. Writes <out>/sharing.json: per method the report's estimates, per-seed final and best success, per-task final
+   success, the mean shared fraction and CDS threshold per task, and wall times.
 
-Defaults took 9 minutes on 2 (shared) CPU cores; the measured output is in docs/offline.md. Not part of CI.
+A finished run with the same settings in <out>/runs is reused (offline_runs.py), so an interrupted study
+continues where it stopped and more seeds can be added later.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from hydra import compose, initialize_config_dir
 
-import mtrl.config  # noqa: F401  (registers the run-directory resolver)
-from mtrl.data.collect import collect
-from mtrl.data.dataset import load_dataset
-from mtrl.data.summary import format_table, task_rows
-from mtrl.offline_trainer import OfflineTrainer
+from offline_runs import best_step, dataset, evaluations, machine, train, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
+from mtrl.report.runs import read_scalars
+
 TASKS = ["reach-v3", "push-v3", "pick-place-v3"]
 QUALITY = "per_task={push-v3:{noise:1.0,random_fraction:0.5}}"  # the others: expert + noise 0.1
-MODES = ("none", "all", "cds")
+METHODS = ("none", "all", "cds", "cds_zero", "bc")  # sharing modes of CQL, then behaviour cloning
+#: Networks and batch of every run: 2 x 256 networks, 128 own transitions per task and batch, plus (all, cds,
+#: cds_zero) 128 candidate transitions from the other tasks.
+SETTINGS = ["agent.hidden_sizes=[256,256]", "batch_size_per_task=128", "offline.shared_per_task=128"]
 
 
-def _compose(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+def collect_overrides(episodes: int) -> list[str]:
+    return [f"env.tasks=[{','.join(TASKS)}]", "env.protocol=metaworld", "env.horizon=150",
+            f"episodes_per_task={episodes}", "noise=0.1", QUALITY]
 
 
-def collect_dataset(path: Path, episodes: int, seed: int, protocol: str) -> Path:
-    if path.is_file():
-        load_dataset(path, with_state=False)  # validate; a damaged file ends here with a one-line error
-        return path
-    cfg = _compose("collect", [f"env.tasks=[{','.join(TASKS)}]", f"env.protocol={protocol}", "env.horizon=150",
-                               f"episodes_per_task={episodes}", "noise=0.1", QUALITY, f"seed={seed}",
-                               f"output={path}"])
-    return collect(cfg)
+def train_overrides(method: str, data: Path, seed: int, updates: int, evals: int) -> list[str]:
+    agent = ["agent=bc", "sharing=none"] if method == "bc" else [f"sharing={method}"]
+    return ["mode=offline", f"dataset={data}", f"env.tasks=[{','.join(TASKS)}]", "env.protocol=metaworld",
+            "env.horizon=150", *agent, *SETTINGS, f"total_steps={updates}", f"eval_every={updates // evals}",
+            f"log_every={max(1, updates // 20)}", f"checkpoint_every={max(1, updates // 2)}", f"seed={seed}",
+            "torch_threads=1", "device=cpu"]
 
 
-def train_overrides(dataset: Path, updates: int, seed: int, eval_every: int, protocol: str) -> list[str]:
-    return [
-        "mode=offline", f"dataset={dataset}",
-        f"env.tasks=[{','.join(TASKS)}]", f"env.protocol={protocol}", "env.horizon=150",
-        "agent.hidden_sizes=[128,128]", "batch_size_per_task=64", "offline.shared_per_task=64",
-        "offline.cql_alpha=1.0", "offline.cql_num_actions=4", "offline.cds_percentile=50",
-        f"total_steps={updates}", f"eval_every={eval_every}", f"checkpoint_every={updates}",
-        f"eval_episodes={50 if protocol == 'metaworld' else 1}",
-        f"log_every={max(1, updates // 20)}", f"seed={seed}", "torch_threads=1", "device=cpu",
-    ]
-
-
-def _tb_means(run_dir: Path, prefix: str, tasks: list[str]) -> dict[str, float] | None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir / "tb"))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    if f"{prefix}/{tasks[0]}" not in tags:
+def tb_means(run_dir: Path, prefix: str) -> dict[str, float] | None:
+    """Per task, the mean over the run of a TensorBoard scalar `<prefix>/<task>` (None if it was not logged)."""
+    scalars = read_scalars(run_dir / "tb", [re.compile(f"^{re.escape(prefix)}/")])
+    if f"{prefix}/{TASKS[0]}" not in scalars:
         return None
-    return {t: float(np.mean([e.value for e in events.Scalars(f"{prefix}/{t}")])) for t in tasks}
+    return {t: float(np.mean([v for _, v in scalars[f"{prefix}/{t}"]])) for t in TASKS}
 
 
-def run_mode(mode: str, out: Path, overrides: list[str]) -> dict:
-    run_dir = out / f"run_{mode}"
-    cfg = _compose("train", [*overrides, f"sharing={mode}", f"run_dir={run_dir}"])
-    start = time.perf_counter()
-    result = OfflineTrainer(cfg, run_dir).run()
-    wall = time.perf_counter() - start
-    curve = []
-    for path in sorted((run_dir / "eval").glob("step_*.json")):
-        data = json.loads(path.read_text())
-        curve.append({"updates": int(path.stem.split("_")[1]), "mean_success": data["mean_success"],
-                      "success": {t["task"]: t["success_rate"] for t in data["tasks"]}})
-    return {"success": {t.task: t.success_rate for t in result.tasks}, "mean_success": result.mean_success,
-            "mean_return": {t.task: t.mean_return for t in result.tasks}, "curve": curve,
-            "shared_fraction_mean": _tb_means(run_dir, "sharing/fraction", TASKS),
-            "q_threshold_mean": _tb_means(run_dir, "sharing/threshold", TASKS),
-            "wall_clock_s": round(wall, 1), "run_dir": str(run_dir)}
+def run_summary(run_dir: Path) -> dict:
+    evals = evaluations(run_dir)
+    best = best_step(run_dir)
+    at_best = next(e for e in evals if e["step"] == best)
+    return {"steps": [e["step"] for e in evals], "mean_success": [e["mean_success"] for e in evals],
+            "final_success": evals[-1]["mean_success"], "final_success_per_task": evals[-1]["success"],
+            "best_step": best, "best_success": at_best["mean_success"],
+            "shared_fraction": tb_means(run_dir, "sharing/fraction"),
+            "cds_threshold": tb_means(run_dir, "sharing/threshold")}
+
+
+def method_summary(group, runs: dict) -> dict:
+    """The report's estimates for one method plus what the runs logged."""
+    def estimate(e) -> dict:
+        return {"value": e.value, "ci": [e.low, e.high]}
+
+    return {"label": group.label, "seeds": group.seeds, "final_step": group.final_step,
+            "final_mean": estimate(group.final_mean), "final_iqm": estimate(group.final_iqm),
+            "best_mean": estimate(group.best_mean), "best_iqm": estimate(group.best_iqm),
+            "final_per_task": {t: float(group.final_scores[:, j].mean()) for j, t in enumerate(group.tasks)},
+            "runs": runs}
 
 
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/offline_sharing", help="output directory")
-    parser.add_argument("--updates", type=int, default=3000, help="gradient updates per sharing mode")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: none, all, cds, cds_zero, bc")
+    parser.add_argument("--updates", type=int, default=10_000, help="gradient updates per run")
+    parser.add_argument("--evals", type=int, default=10, help="evaluations per run (every updates/evals updates)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task in the dataset")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--protocol", default="metaworld", choices=["metaworld", "mtrl"],
-                        help="metaworld: 50 goals per task; mtrl: one fixed goal per task")
-    parser.add_argument("--eval-every", type=int, default=0, help="updates between evaluations (0 = only at the end)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated sharing modes")
     args, extra = parser.parse_known_args(argv)
+    methods = args.methods.split(",")
+    if unknown := [m for m in methods if m not in METHODS]:
+        parser.error(f"--methods {','.join(unknown)} is not allowed; expected some of {','.join(METHODS)}")
+    if args.updates % args.evals:
+        parser.error(f"--updates {args.updates} is not a multiple of --evals {args.evals}")
+    from mtrl.report import write_report
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    dataset_path = collect_dataset(out / f"dataset_{args.protocol}_e{args.episodes}_s{args.seed}.h5", args.episodes,
-                                   args.seed, args.protocol)
-    dataset = load_dataset(dataset_path, with_state=False)
-    print(format_table(dataset), flush=True)
-    overrides = train_overrides(dataset_path, args.updates, args.seed, args.eval_every, args.protocol) + extra
-    report = {
-        "command": "python benchmarks/offline_sharing.py " + " ".join(argv),
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "torch_threads": 1, "python": platform.python_version()},
-        "dataset": {"path": str(dataset_path), "tasks": task_rows(dataset)},
-        "train_overrides": overrides,
-        "results": {},
-    }
-    for mode in args.modes.split(","):
-        report["results"][mode] = run_mode(mode, out, overrides)
-        (out / "results.json").write_text(json.dumps(report, indent=2))
-        print(f"{mode}: mean success {report['results'][mode]['mean_success']:.3f} "
-              f"{report['results'][mode]['success']}", flush=True)
+    data_path = out / f"mixed_metaworld_e{args.episodes}.h5"
+    report = {"command": "python benchmarks/offline_sharing.py " + " ".join(argv), "machine": machine(),
+              "dataset": dataset(data_path, collect_overrides(args.episodes)), "runs": {}}
+    for method in methods:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            run_dir = out / "runs" / f"{method}_s{seed}"
+            overrides = train_overrides(method, data_path, seed, args.updates, args.evals) + extra
+            report["runs"].setdefault(method, {})[str(seed)] = {**train(run_dir, overrides), **run_summary(run_dir)}
+            write_json(out / "sharing.json", report)
+    aggregate = write_report([out / "runs" / f"{m}_s{s}" for m in methods for s in args.seeds.split(",")],
+                             out / "report", group_by=["agent.name", "sharing"])
+    by_label = {g.label: g for g in aggregate.groups}
+    report["methods"] = {}
+    for method in methods:
+        label = "agent=bc,sharing=none" if method == "bc" else f"agent=cql,sharing={method}"
+        report["methods"][method] = method_summary(by_label[label], report["runs"][method])
+    report["report"] = {name: str(path) for name, path in aggregate.files.items()}
     report["wall_clock_s"] = round(time.perf_counter() - start, 1)
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "sharing.json", report)
+    print(aggregate.markdown)
     return report
 
 
 if __name__ == "__main__":
     final = main(sys.argv[1:])
-    print(json.dumps({m: {"mean_success": r["mean_success"], "success": r["success"]}
-                      for m, r in final["results"].items()}, indent=2))
+    print(json.dumps({m: {"final_iqm": r["final_iqm"], "final_mean": r["final_mean"], "best_mean": r["best_mean"]}
+                      for m, r in final["methods"].items()}, indent=2))
+    print(f"wall clock {final['wall_clock_s']:.0f} s; report in {final['report']['markdown']}")

@@ -83,6 +83,9 @@ def _context() -> mp.context.BaseContext:
 def _work(block: Any, layout: BufferLayout, start: int, stop: int, env_fns: Sequence[Callable[[], gym.Env]],
           normalize: bool, conn: Connection) -> None:
     """A worker's life: build its envs over rows [start, stop) of the shared block, then serve commands."""
+    from mtrl import mujoco_log
+
+    mujoco_log.route_from_environment()  # forkserver workers do not inherit the learner's warning handler
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     group = None

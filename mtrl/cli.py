@@ -4,6 +4,7 @@ config built once, then the library."""
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -71,6 +72,11 @@ def fail(message: str, status: int = 2) -> NoReturn:
     sys.exit(status)
 
 
+def job_error(job: str, message: str) -> None:
+    """A sweep job's one-line error (the sweep goes on; `hydra_main` gives it its exit status)."""
+    print(f"error: job {job}: {message}", file=sys.stderr, flush=True)
+
+
 def in_sweep_job() -> bool:
     """Whether this process runs a job of a Hydra multirun (a sweep)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -121,7 +127,7 @@ def check_sweep(config_name: str, overrides: list[str]) -> SweepPlan:
     `error: job <name>: <why>` and left to fail on its own when Hydra reaches it; when no job is valid the
     command ends here.
     """
-    plan, broken = SweepPlan(), {}
+    plan, broken, check = SweepPlan(), {}, _job_checks()[config_name]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
             jobs = sweep_jobs(overrides)
@@ -139,10 +145,10 @@ def check_sweep(config_name: str, overrides: list[str]) -> SweepPlan:
             with open_dict(cfg):
                 del cfg["hydra"]
             try:
-                _job_checks()[config_name](cfg)
+                check(cfg)
             except UserError as err:
                 plan.invalid[name] = str(err)
-                print(f"error: job {name}: {err}", file=sys.stderr, flush=True)
+                job_error(name, str(err))
                 continue
             plan.valid[name] = directory
     if broken:
@@ -150,12 +156,16 @@ def check_sweep(config_name: str, overrides: list[str]) -> SweepPlan:
         sys.exit(2)
     if not plan.valid:
         fail(f"none of the {len(plan.invalid)} jobs of this sweep is valid; nothing was started")
+    try:
+        check_creatable(next(iter(plan.valid.values())).parent, "hydra.sweep.dir")
+    except UserError as err:
+        fail(str(err))
     return plan
 
 
 def report_sweep(config_name: str, plan: SweepPlan) -> None:
     """After a sweep: one line and exit status 2 when a job was invalid or (training) did not finish its run."""
-    unfinished = [name for name, directory in plan.valid.items() if config_name == "train" and not is_finished(directory)]
+    unfinished = [name for name, folder in plan.valid.items() if config_name == "train" and not is_finished(folder)]
     if plan.invalid or unfinished:
         total = len(plan.valid) + len(plan.invalid)
         parts = [f"{len(plan.invalid)} invalid (not run): {', '.join(plan.invalid)}"] if plan.invalid else []
@@ -185,12 +195,33 @@ def hydra_main(config_name: str, task: Callable[[DictConfig], None]) -> None:
 
 
 def check_composition(config_name: str, overrides: list[str]) -> None:
-    """Compose a single run's overrides; a failure ends the command with one line (and a key suggestion)."""
+    """Compose a single run's overrides; a failure ends the command with one line (and a key suggestion).
+
+    For training, the run directory Hydra is about to create is checked too (`check_creatable`).
+    """
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
-            compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
         except Exception as err:  # Hydra raises several types for bad overrides/groups/keys
             fail(condense_hydra_error(err, config_keys(compose(config_name=config_name))))
+    if config_name == "train":
+        try:
+            check_creatable(str(cfg.hydra.run.dir), "run_dir")
+        except UserError as err:
+            fail(str(err))
+
+
+def check_creatable(path: str | Path, key: str) -> None:
+    """Refuse a directory that Hydra could not create (a file in the way, an unwritable folder) with one line
+    instead of Hydra's traceback; nothing is created (a refused run leaves no directory)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key}='{path}' is a file, not a directory; choose another {key}")
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise UserError(f"{key}='{path}' cannot be created: '{existing}' is a file; choose another {key}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}='{path}' cannot be created: '{existing}' is not writable; choose another {key}")
 
 
 def reports_user_errors(func: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -207,7 +238,7 @@ def reports_user_errors(func: Callable[[DictConfig], Any]) -> Callable[[DictConf
         except UserError as err:
             if not in_sweep_job():
                 fail(str(err))
-            print(f"error: job {Path(HydraConfig.get().runtime.output_dir).name}: {err}", file=sys.stderr, flush=True)
+            job_error(Path(HydraConfig.get().runtime.output_dir).name, str(err))
             return None
 
     return wrapper
@@ -258,7 +289,7 @@ def run_collect(cfg: DictConfig) -> None:
 
     config = parse_collect(cfg)
     output = check_writable(config.output, "output")
-    mujoco_log.route(output.with_name(f"{output.stem}.mujoco.log"))
+    mujoco_log.route(mujoco_log.beside(output))
     try:
         path = collect(config)
     except KeyboardInterrupt:

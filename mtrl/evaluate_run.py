@@ -8,7 +8,7 @@ from pathlib import Path
 from envs import EnvSpec, build_env_spec
 from envs.scripted import ScriptedPolicy
 from envs.tasks import resolve_tasks
-from mtrl import video
+from mtrl import mujoco_log, video
 from mtrl.agents.factory import PolicyFn, load_agent
 from mtrl.config.schema import EvaluateConfig
 from mtrl.errors import UserError
@@ -53,6 +53,7 @@ def evaluate_from_config(config: EvaluateConfig) -> EvalResult:
                         "or policy=scripted with env=<benchmark>")
     act, spec, output = scripted_policy(config) if policy == "scripted" else checkpoint_policy(config)
     check_writable(output, "output")
+    mujoco_log.route(mujoco_log.beside(output))  # MuJoCo's warnings beside the results
     recorder = video.recorder_from_config(config.video, spec.task_names, output)  # None unless record=true
     env = spec.make(config.seed, evaluation=True, render_mode=None if recorder is None else "rgb_array")
     try:

@@ -36,10 +36,12 @@ class WarningLog:
         self.count += 1
         if self.count == 1 and self.announce:
             tqdm.write(f"MuJoCo warned: {message.strip()} (its warnings go to {self.path})")
-        if self.count > MAX_WRITTEN + 1:
+        if self.count <= MAX_WRITTEN:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {message.strip()}"
+        elif self.count == MAX_WRITTEN + 1:
+            line = f"pid {os.getpid()}: more than {MAX_WRITTEN} warnings; the rest are not written"
+        else:
             return
-        line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {message.strip()}" if self.count <= MAX_WRITTEN
-                else f"pid {os.getpid()}: more than {MAX_WRITTEN} warnings; the rest are not written")
         try:
             with open(self.path, "a") as handle:
                 handle.write(line + "\n")
@@ -55,10 +57,16 @@ def route(path: str | Path, announce: bool = True) -> WarningLog:
     return handler
 
 
+def beside(output: str | Path) -> Path:
+    """The log file of a command whose result is `output`: `<output stem>.mujoco.log` in the same folder."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.mujoco.log")
+
+
 def route_from_environment() -> WarningLog | None:
     """In a worker process: install the handler for the path the parent routed to (silently), if any."""
     path = os.environ.get(ENV_VAR)
     return route(path, announce=False) if path else None
 
 
-__all__ = ["route", "route_from_environment", "WarningLog", "MAX_WRITTEN", "ENV_VAR"]
+__all__ = ["route", "beside", "route_from_environment", "WarningLog", "MAX_WRITTEN", "ENV_VAR"]

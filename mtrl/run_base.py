@@ -32,6 +32,8 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation envs use their own seed stream
 
 
 RUN_MARKERS = ("config.yaml", "checkpoints", "tb", "eval")  # what makes a directory hold a run
+#: Everything a run writes in its directory (what overwrite=true deletes; nothing else is touched).
+RUN_FILES = (*RUN_MARKERS, "env.json", "mujoco.log", "affinity.npz", "relabelled_rewards.npz")
 
 
 def claim_run_directory(run_dir: Path, config: TrainConfig) -> None:
@@ -43,9 +45,11 @@ def claim_run_directory(run_dir: Path, config: TrainConfig) -> None:
         if not config.overwrite:
             raise UserError(f"run_dir '{run_dir}' already holds a run ({', '.join(held)}); continue it with "
                             f"resume={run_dir}, choose another run_dir, or pass overwrite=true to delete it")
-        for name in held:
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        for target in (run_dir / name for name in RUN_FILES):
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     check_directory(run_dir, "run_dir")
     checkpoint.remove_temporary(run_dir)
 

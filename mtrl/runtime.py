@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
 from mtrl.errors import UserError
 
 
@@ -23,13 +27,48 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's control group in cores (containers, Slurm), or None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2: "<quota|max> <period>"
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or float(period) <= 0:
+        return None
+    return float(quota) / float(period)
+
+
+def available_cores() -> int:
+    """Cores this process can actually use: its CPU affinity mask, capped by its control group's CPU quota.
+
+    torch's own default counts the machine's cores, which oversubscribes a process pinned to fewer cores
+    (taskset, Slurm) or limited by a container quota.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, math.floor(limit))) if limit is not None else max(1, cores)
+
+
+def default_threads() -> int:
+    """torch's intra-op threads for `torch_threads=0`: OMP_NUM_THREADS when set, else `available_cores()`."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else available_cores()
+
+
 def seed_everything(seed: int, torch_threads: int = 0) -> None:
-    """Seed Python, NumPy and torch (CPU runs are then deterministic); set torch's thread count."""
+    """Seed Python, NumPy and torch (CPU runs are then deterministic); set torch's thread count
+    (`torch_threads`, or `default_threads()` for 0)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
+    torch.set_num_threads(torch_threads if torch_threads > 0 else default_threads())
 
 
 def rng_states() -> dict[str, Any]:

@@ -16,8 +16,9 @@ from mtrl.config.schema import TrainConfig
 from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult
+from mtrl.guard import check_actions
 from mtrl.logger import RunLogger
-from mtrl.replay import MultiTaskReplay
+from mtrl.replay import MultiTaskReplay, replay_bytes, replay_device
 from mtrl.run_base import RunBase
 
 
@@ -47,9 +48,12 @@ class Trainer(RunBase):
         check_can_learn(config, self.num_tasks)
         self.env = self.spec.make(config.seed)
         self.dims = {"obs": self.env.obs_dim, "act": self.env.act_dim}
-        self.attach_agent(build_agent(config, self.spec.task_names, self.env.obs_dim, self.env.act_dim))
-        self.replay = MultiTaskReplay(self.num_tasks, config.replay_capacity // self.num_tasks, self.env.obs_dim,
-                                      self.env.act_dim, config.seed)
+        agent = build_agent(config, self.spec.task_names, self.env.obs_dim, self.env.act_dim)
+        self.attach_agent(agent)
+        capacity = config.replay_capacity // self.num_tasks
+        size = replay_bytes(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim)
+        self.replay = MultiTaskReplay(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim, config.seed,
+                                      device=replay_device(config, agent.device, size))
         self.curriculum = CurriculumDriver.from_config(config.curriculum, self.num_tasks)
         self.updates = 0
         self.update_budget = 0.0
@@ -96,10 +100,15 @@ class Trainer(RunBase):
         return self.result
 
     def choose_actions(self, obs: np.ndarray) -> np.ndarray:
-        """Uniform random actions during warm-up, then samples of the agent's policy."""
+        """Uniform random actions during warm-up, then samples of the agent's policy (refused if not finite:
+        a diverged policy stops the run here, naming the update, before MuJoCo steps its NaN actions)."""
         if self.step < self.config.warmup_steps:
             return self.env.random_actions()
-        return self.agent.act(obs, self.env.task_ids, deterministic=False)
+        actions = self.agent.act(obs, self.env.task_ids, deterministic=False)
+        if not np.isfinite(actions).all():
+            self.guard.check(self.step_unit, self.step)
+            check_actions(actions, f"training at step {self.step}")
+        return actions
 
     def learning_ready(self) -> bool:
         return self.step >= self.config.warmup_steps and int(self.replay.sizes.min()) >= self.config.batch_size_per_task

@@ -7,9 +7,8 @@ import hashlib
 import pytest
 
 from mtrl import checkpoint
-from mtrl.cli import sweep_jobs_to_check
 from mtrl.trainer import Trainer
-from tests.conftest import smoke_run_config, assert_one_line_error, run_cli, smoke_config
+from tests.conftest import assert_one_line_error, run_cli, smoke_run_config
 
 
 @pytest.mark.parametrize(
@@ -42,15 +41,6 @@ def test_sweeps_check_every_swept_value_first(tmp_path, args, fragments):
     proc = run_cli("train.py", "-m", "experiment=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}", *args)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "sweep").exists()  # no job started
-
-
-def test_sweep_jobs_to_check_cover_every_value():
-    jobs = sweep_jobs_to_check(["seed=1,2,3", "balancer=uniform,pcgrad", "env=mt10", "lr=range(1,3)", "x=glob(*)"])
-    assert jobs[0] == ["seed=1", "balancer=uniform", "env=mt10", "lr=1"]
-    assert {tuple(job) for job in jobs[1:]} == {("seed=2", "balancer=uniform", "env=mt10", "lr=1"),
-                                                ("seed=3", "balancer=uniform", "env=mt10", "lr=1"),
-                                                ("seed=1", "balancer=pcgrad", "env=mt10", "lr=1"),
-                                                ("seed=1", "balancer=uniform", "env=mt10", "lr=2")}
 
 
 def test_evaluate_rejects_missing_and_corrupt_checkpoints(tmp_path):

@@ -15,12 +15,14 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from mtrl import checks
+from mtrl.agents.optim import adam_step, clip_norm_, make_adam
 from mtrl.agents.policy import LOG_STD_BOUNDS, TanhGaussianPolicy
 from mtrl.balancers import Balancer, make
-from mtrl.balancers.objective import BalancedObjective, SampleLoss
-from mtrl.batch import Batch
+from mtrl.balancers.objective import BalancedObjective, SampleLoss, compiling, gradients_of
+from mtrl.batch import Batch, Counts, map_task_chunks
 from mtrl.config.schema import EncoderConfig
 from mtrl.errors import UserError
 from mtrl.networks import make_network
@@ -66,6 +68,12 @@ def encoder_config(spec: EncoderConfig | Mapping[str, Any]) -> EncoderConfig:
     return EncoderConfig(options.pop("name"), options)
 
 
+def apply_module(module: nn.Module, params: dict[str, Tensor] | None, *args: Tensor) -> Any:
+    """`module(*args)` with `params` in place of its own parameters, or with its own when `params` is None
+    (a direct call: eagerly cheaper than functional_call)."""
+    return module(*args) if params is None else functional_call(module, params, args)
+
+
 def initialise(module: nn.Module, scheme: str) -> None:
     """Re-initialise the Linear layers of `module` (xavier: Xavier-uniform weights, zero biases)."""
     if scheme == "default":
@@ -100,6 +108,10 @@ class Agent:
         self.actor = self.network(self.actor_encoder, obs_dim, 2 * act_dim)
         self.policy = TanhGaussianPolicy(self.actor, config.log_std_min, config.log_std_max, config.log_std_bounds)
         self.objectives: dict[str, BalancedObjective] = {}
+        self.num_updates = 0
+        self._update_step = self.update_step  # replaced by `compile`
+        self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA agents)
+        self._task_ids: tuple[np.ndarray, Tensor] | None = None  # the last task ids and their device copy
 
     # ----- building -----------------------------------------------------------------------------------
     def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int) -> nn.Module:
@@ -109,9 +121,18 @@ class Agent:
         initialise(net, self.config.init)
         return net.to(self.device)
 
-    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
-        """Adam with the configured betas."""
-        return torch.optim.Adam(params, lr=lr, betas=tuple(self.config.adam_betas))
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Adam:
+        """Adam with the configured betas, in the device's fastest implementation (mtrl/agents/optim.py)."""
+        return make_adam(params, lr, tuple(self.config.adam_betas), self.device)
+
+    def compile(self, mode: str, cuda_graphs: bool = True, backend: str = "inductor") -> None:
+        """Compile the update with torch.compile (`mode`: none, default, max or auto; see mtrl/agents/compiled.py).
+
+        `cuda_graphs=False` keeps CUDA graphs off; `backend` is torch.compile's (tests use aot_eager).
+        """
+        from mtrl.agents.compiled import compile_update
+
+        self._update_step = compile_update(self, mode, cuda_graphs, backend)
 
     def set_balancers(self, *balancers: Balancer, **by_network: Balancer) -> None:
         """Choose how each network's per-task losses combine: positionally in `networks` order, or by name."""
@@ -123,10 +144,10 @@ class Agent:
     # ----- acting ---------------------------------------------------------------------------------------
     def act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
         """Actions for a batch of observations (one row per env slot)."""
-        obs_t = torch.as_tensor(obs, dtype=torch.float32).to(self.device)
-        ids_t = torch.as_tensor(task_ids, dtype=torch.long).to(self.device)
+        ids_t = self.device_task_ids(task_ids)
         if self.device.type != "cpu":
-            return self.policy.act(obs_t, ids_t, deterministic)
+            return self.policy.act(self.device_obs(obs), ids_t, deterministic)
+        obs_t = torch.as_tensor(obs, dtype=torch.float32)
         # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -135,26 +156,74 @@ class Agent:
         finally:
             torch.set_num_threads(threads)
 
+    def device_obs(self, obs: np.ndarray) -> Tensor:
+        """Observations on the (CUDA) device through one reused pinned host buffer: an asynchronous copy.
+
+        Reusing the buffer is safe because acting reads its actions back right after, which waits for the copy.
+        """
+        if self.device.type != "cuda":
+            return torch.as_tensor(obs, dtype=torch.float32).to(self.device)
+        if self._obs_buffer is None or self._obs_buffer.shape != obs.shape:
+            self._obs_buffer = torch.empty(obs.shape, dtype=torch.float32, pin_memory=True)
+        self._obs_buffer.numpy()[...] = obs
+        return self._obs_buffer.to(self.device, non_blocking=True)
+
+    def device_task_ids(self, task_ids: np.ndarray) -> Tensor:
+        """The task ids on the device, copied only when they change (env slots switch tasks rarely)."""
+        if self._task_ids is None or not np.array_equal(self._task_ids[0], task_ids):
+            ids = np.array(task_ids, dtype=np.int64)  # a copy: the caller may change its array in place
+            self._task_ids = (ids, torch.from_numpy(ids).to(self.device))
+        return self._task_ids[1]
+
     # ----- learning -------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        """One update on a task-by-task batch; returns per-task (K,) metrics, logged as <agent name>/<metric>."""
+        """One update on a task-by-task batch; returns per-task (K,) metrics, logged as <agent name>/<metric>.
+
+        The metrics stay on the device (nothing here reads them back): read them on log steps only.
+        """
+        metrics = self._update_step(batch.to(self.device), self.schedule())
+        self.num_updates += 1
+        return metrics
+
+    def schedule(self) -> tuple[bool, ...]:
+        """Which parts of this update run (from Python counters; a compiled update specialises on it)."""
+        return ()
+
+    def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
+        """The update proper, a function of tensors and `schedule` only (what `compile` compiles)."""
         raise NotImplementedError
 
     def loss_terms(self, batch: Batch) -> dict[str, tuple[SampleLoss, dict[str, Tensor]]]:
         """Per trained network: its per-sample loss and that loss's inputs on `batch` (for diagnostics)."""
         raise NotImplementedError
 
-    def step(self, network: str, optim: torch.optim.Optimizer, sample_loss: SampleLoss, inputs: dict[str, Tensor],
-             counts: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Balanced backward, optional clipping, optimiser step, then the balancer's post-step update (FAMO)."""
+    def step(self, network: str, optim: torch.optim.Adam, sample_loss: SampleLoss, inputs: dict[str, Tensor],
+             counts: Counts) -> tuple[Tensor, dict[str, Tensor]]:
+        """Balanced gradients, optional clipping, Adam step, then the balancer's post-step update (FAMO)."""
         objective = self.objectives[network]
-        optim.zero_grad(set_to_none=True)
-        losses, aux = objective.backward(sample_loss, inputs, counts)
+        grads, losses, aux = objective.gradients(sample_loss, inputs, counts)
+        params = objective.parameters()
+        grads = [grads[name] for name in params]
         if self.config.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(objective.module.parameters(), self.config.clip_grad_norm)
-        optim.step()
+            clip_norm_(grads, self.config.clip_grad_norm)
+        adam_step(optim, list(params.values()), grads)
         objective.after_step(sample_loss, inputs, counts, losses)
         return losses, aux
+
+    def map_rows(self, fn: Any, tensors: dict[str, Tensor], counts: Counts) -> Tensor:
+        """Row-wise `fn(**tensors)`: on the whole batch when every objective evaluates these counts in the
+        `batch` layout, else one task chunk at a time under vmap (mtrl/balancers/objective.py)."""
+        if all(objective.whole_batch(counts) for objective in self.objectives.values()):
+            return fn(**tensors)
+        return map_task_chunks(fn, tensors, counts)
+
+    @staticmethod
+    def descend(optim: torch.optim.Adam, params: dict[str, Tensor], loss_fn: Any) -> Any:
+        """One Adam step on `params` down the scalar of `loss_fn(params) -> (loss, aux)`; returns aux
+        (temperatures, Lagrange multipliers: small unbalanced parameters)."""
+        grads, aux = gradients_of(loss_fn, params, functional=compiling())
+        adam_step(optim, list(params.values()), [grads[name] for name in params])
+        return aux
 
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
         """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mtrl import checks
 from mtrl.agents.base import Agent, AgentConfig, load_modules
+from mtrl.agents.optim import load_adam
 from mtrl.balancers.objective import SampleLoss
 from mtrl.batch import Batch
 
@@ -47,7 +48,8 @@ class BCAgent(Agent):
         self.actor_optim = self.optimizer(self.actor.parameters(), self.config.actor_lr)
         self.set_balancers()
 
-    def actor_sample_loss(self, params: dict[str, Tensor], obs: Tensor, task_ids: Tensor, action: Tensor) -> Tensor:
+    def actor_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor,
+                          action: Tensor) -> Tensor:
         """The imitation loss of one sample: squared action error, or -log pi(a_data | s)."""
         if self.config.loss == "nll":
             return -self.policy.log_prob(params, obs, task_ids, action)
@@ -57,8 +59,8 @@ class BCAgent(Agent):
         return {"actor": (self.actor_sample_loss,
                           {"obs": batch.obs, "task_ids": batch.task_ids, "action": batch.action})}
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
-        batch = batch.to(self.device)
+    def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
+        """One balanced step of the actor on the imitation losses."""
         loss, inputs = self.loss_terms(batch)["actor"]
         losses, _ = self.step("actor", self.actor_optim, loss, inputs, batch.counts)
         return {"loss": losses}
@@ -70,5 +72,5 @@ class BCAgent(Agent):
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
         load_modules({"actor": self.actor}, state)
         if not networks_only:
-            self.actor_optim.load_state_dict(state["actor_optim"])
+            load_adam(self.actor_optim, state["actor_optim"])
             self.load_balancer_state(state)

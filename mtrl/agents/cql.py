@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
 from mtrl import checks
+from mtrl.agents.base import apply_module
+from mtrl.agents.optim import load_adam
 from mtrl.agents.sac import SACAgent, SACConfig
-from mtrl.batch import Batch, map_task_chunks
+from mtrl.batch import Batch
 
 #: Upper clamp of the Lagrange multiplier, as the CQL authors clamp alpha'.
 MAX_LAGRANGE = 1e6
@@ -72,6 +73,12 @@ class CQLAgent(SACAgent):
         super().__init__(*args, **kwargs)
         self.log_lagrange = torch.zeros(self.num_tasks, device=self.device, requires_grad=True)
         self.lagrange_optim = self.optimizer([self.log_lagrange], self.config.cql_lagrange_lr)
+        self._scheduled_bc: bool | None = None  # the running update's behaviour-cloning phase (its schedule's)
+
+    @property
+    def bc_phase(self) -> bool:
+        """Whether the actor clones the data's actions: during the first `bc_updates` updates."""
+        return self.num_updates < self.config.bc_updates if self._scheduled_bc is None else self._scheduled_bc
 
     # ----- inputs: the sampled actions, drawn once per batch ---------------------------------------
     @torch.no_grad()
@@ -91,7 +98,7 @@ class CQLAgent(SACAgent):
         sampled, log_probs = [uniform], [uniform_log_density]
         for obs in (batch.obs, batch.next_obs):
             noise = torch.randn(b, n, a, device=self.device)
-            out = map_task_chunks(policy_samples, {"obs": obs, "task_ids": batch.task_ids, "noise": noise}, batch.counts)
+            out = self.map_rows(policy_samples, {"obs": obs, "task_ids": batch.task_ids, "noise": noise}, batch.counts)
             sampled.append(out[..., :a])
             log_probs.append(out[..., a])
         return torch.cat(sampled, 1), torch.cat(log_probs, 1)
@@ -114,14 +121,14 @@ class CQLAgent(SACAgent):
         return super().next_value(next_obs, task_ids, noise, alpha * (not self.config.deterministic_backup))
 
     # ----- per-sample loss ------------------------------------------------------------------------------
-    def conservative_penalty(self, params: dict[str, Tensor], obs: Tensor, task_ids: Tensor, cql_actions: Tensor,
-                             cql_log_density: Tensor, q_data: tuple[Tensor, Tensor]) -> Tensor:
+    def conservative_penalty(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor,
+                             cql_actions: Tensor, cql_log_density: Tensor, q_data: tuple[Tensor, Tensor]) -> Tensor:
         """Per sample: sum over both critics of T logsumexp((Q(s, a_k) - log mu(a_k)) / T) - Q(s, a)."""
         n, m = cql_actions.shape[0], cql_actions.shape[1]
         obs_rep = obs.unsqueeze(1).expand(n, m, obs.shape[-1]).reshape(n * m, obs.shape[-1])
         # Under the balancers' vmap each chunk has one 0-dim task id that covers all of its rows.
         ids = task_ids if task_ids.dim() == 0 else task_ids.repeat_interleave(m)
-        s1, s2 = functional_call(self.critic, params, (obs_rep, cql_actions.reshape(n * m, -1), ids))
+        s1, s2 = apply_module(self.critic, params, obs_rep, cql_actions.reshape(n * m, -1), ids)
         t = self.config.cql_temperature
         penalty = 0.0
         for sampled, q in zip((s1, s2), q_data):
@@ -129,11 +136,11 @@ class CQLAgent(SACAgent):
             penalty = penalty + t * torch.logsumexp(scores, dim=1) - q
         return penalty
 
-    def critic_sample_loss(self, params: dict[str, Tensor], obs: Tensor, action: Tensor, task_ids: Tensor,
+    def critic_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, action: Tensor, task_ids: Tensor,
                            target: Tensor, cql_actions: Tensor, cql_log_density: Tensor,
                            cql_weight: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """SAC's squared TD errors of both critics plus the weighted conservative penalty; also the penalty."""
-        q1, q2 = functional_call(self.critic, params, (obs, action, task_ids))
+        q1, q2 = apply_module(self.critic, params, obs, action, task_ids)
         td = (q1 - target).pow(2) + (q2 - target).pow(2)
         penalty = self.conservative_penalty(params, obs, task_ids, cql_actions, cql_log_density, (q1, q2))
         return td + cql_weight * penalty, {"penalty": penalty}
@@ -141,7 +148,7 @@ class CQLAgent(SACAgent):
     # ----- actor: behaviour cloning during the first bc_updates updates, then SAC's loss -------------
     def actor_inputs(self, batch: Batch) -> dict[str, Tensor]:
         inputs = super().actor_inputs(batch)
-        if self.num_updates < self.config.bc_updates:
+        if self.bc_phase:
             inputs["bc_action"] = batch.action
         return inputs
 
@@ -150,7 +157,7 @@ class CQLAgent(SACAgent):
         """log pi(a | s) of given actions under the tanh-Gaussian policy."""
         return self.policy.log_prob(params, obs, task_ids, action)
 
-    def actor_sample_loss(self, params: dict[str, Tensor], obs: Tensor, task_ids: Tensor, noise: Tensor,
+    def actor_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor,
                           alpha: Tensor, bc_action: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """SAC's actor loss, or during the BC phase alpha_task log pi(a~|s) - log pi(a_data|s)."""
         if bc_action is None:
@@ -159,16 +166,24 @@ class CQLAgent(SACAgent):
         return alpha * log_prob - self.action_log_prob(params, obs, task_ids, bc_action), {"log_prob": log_prob}
 
     # ----- the update -----------------------------------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def schedule(self) -> tuple[bool, ...]:
+        """SAC's schedule plus whether this update is in the behaviour-cloning phase (`bc_updates`)."""
+        return (*super().schedule(), self.bc_phase)
+
+    def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
         """SAC's update with the conservative critic loss, then the Lagrange step (cql_lagrange)."""
-        metrics = super().update(batch)
+        self._scheduled_bc = schedule[-1]  # read through bc_phase: a compiled update must not read num_updates
+        metrics = super().update_step(batch, schedule[:-1])
+        self._scheduled_bc = None
         if self.config.cql_lagrange:
             # The authors compare cql_alpha times each critic's penalty with the target gap.
             gap = self.config.cql_alpha * metrics["penalty"] / 2.0 - self.config.cql_target_gap
-            alpha_prime = self.log_lagrange.exp().clamp(0.0, MAX_LAGRANGE)
-            self.lagrange_optim.zero_grad(set_to_none=True)
-            (-(alpha_prime * gap).sum()).backward()
-            self.lagrange_optim.step()
+
+            def lagrange_loss(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+                loss = -(params["log_lagrange"].exp().clamp(0.0, MAX_LAGRANGE) * gap).sum()
+                return loss, loss.detach()
+
+            self.descend(self.lagrange_optim, {"log_lagrange": self.log_lagrange}, lagrange_loss)
         metrics["penalty_weight"] = self.penalty_weight()
         return metrics
 
@@ -182,4 +197,4 @@ class CQLAgent(SACAgent):
         if not networks_only and "log_lagrange" in state:
             with torch.no_grad():
                 self.log_lagrange.copy_(state["log_lagrange"].to(self.device))
-            self.lagrange_optim.load_state_dict(state["lagrange_optim"])
+            load_adam(self.lagrange_optim, state["lagrange_optim"])

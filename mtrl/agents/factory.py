@@ -38,6 +38,7 @@ def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_di
     agent = cls(obs_dim, act_dim, task_names, config.agent, config.actor_encoder, pick_device(config.device),
                 critic_encoder=config.critic_encoder)
     agent.set_balancers(**build_balancers(config.balancer, agent))
+    agent.compile(config.compile)  # lazy: torch.compile traces at the first update
     return agent
 
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from mtrl import checks
-from mtrl.agents.base import Agent, AgentConfig, load_modules
+from mtrl.agents.base import Agent, AgentConfig, apply_module, load_modules
+from mtrl.agents.optim import load_adam
 from mtrl.balancers.objective import SampleLoss
-from mtrl.batch import Batch, map_task_chunks
+from mtrl.batch import Batch, equal_count
 
 
 @dataclass
@@ -84,7 +84,7 @@ class SACAgent(Agent):
         self.actor_optim = self.optimizer(self.actor.parameters(), config.actor_lr)
         self.critic_optim = self.optimizer(self.critic.parameters(), config.critic_lr)
         self.alpha_optim = self.optimizer([self.log_alpha], config.alpha_lr)
-        self.num_updates = 0
+        self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))  # (targets, sources)
         self.set_balancers()
 
     @property
@@ -113,21 +113,25 @@ class SACAgent(Agent):
         inputs = {"next_obs": batch.next_obs, "task_ids": batch.task_ids,
                   "noise": torch.randn(len(batch), self.act_dim, device=self.device),
                   "alpha": self.log_alpha.exp()[batch.task_ids]}
-        value = map_task_chunks(self.next_value, inputs, batch.counts)
+        value = self.map_rows(self.next_value, inputs, batch.counts)
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * value
 
-    def critic_sample_loss(self, params: dict[str, Tensor], obs: Tensor, action: Tensor, task_ids: Tensor,
+    def critic_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, action: Tensor, task_ids: Tensor,
                            target: Tensor) -> Tensor:
-        """Squared TD errors of both critics, per sample."""
-        q1, q2 = functional_call(self.critic, params, (obs, action, task_ids))
+        """Squared TD errors of both critics, per sample (`params` None: the critics' own parameters)."""
+        q1, q2 = apply_module(self.critic, params, obs, action, task_ids)
         return (q1 - target).pow(2) + (q2 - target).pow(2)
 
-    def actor_sample_loss(self, params: dict[str, Tensor], obs: Tensor, task_ids: Tensor, noise: Tensor,
+    def actor_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor,
                           alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """alpha_task log pi(a|s) - min Q(s, a) per sample, with the critics frozen; also log pi(a|s)."""
+        """alpha_task log pi(a|s) - min Q(s, a) per sample, with the critics frozen; also log pi(a|s).
+
+        `params` None (the actor's own parameters, differentiated by autograd with respect to them only):
+        the critics are called as they are; explicit parameters (torch.func): with detached critic weights.
+        """
         action, log_prob = self.sample_action(params, obs, task_ids, noise)
-        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
-        q1, q2 = functional_call(self.critic, frozen, (obs, action, task_ids))
+        frozen = None if params is None else {k: v.detach() for k, v in self.critic.named_parameters()}
+        q1, q2 = apply_module(self.critic, frozen, obs, action, task_ids)
         return alpha * log_prob - torch.min(q1, q2), {"log_prob": log_prob}
 
     def critic_inputs(self, batch: Batch) -> dict[str, Tensor]:
@@ -146,18 +150,22 @@ class SACAgent(Agent):
                 "actor": (self.actor_sample_loss, self.actor_inputs(batch))}
 
     # ----- the update ---------------------------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, Tensor]:
-        """One SAC update (critic; actor and temperatures every `actor_update_every`; targets every
-        `critic_target_every`); returns per-task K-vectors of metrics."""
-        batch = batch.to(self.device)
+    def schedule(self) -> tuple[bool, bool]:
+        """(actor and temperatures due: every `actor_update_every`, targets due: every `critic_target_every`)."""
+        return (self.num_updates % self.config.actor_update_every == 0,
+                self.num_updates % self.config.critic_target_every == 0)
+
+    def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
+        """One SAC update (critic; then actor and temperatures, and the targets, when `schedule` says so);
+        returns per-task K-vectors of metrics."""
+        actor_due, targets_due = schedule
         critic_losses, critic_aux = self.step("critic", self.critic_optim, self.critic_sample_loss,
                                               self.critic_inputs(batch), batch.counts)
         metrics = {"critic_loss": critic_losses, **critic_aux}
-        if self.num_updates % self.config.actor_update_every == 0:
+        if actor_due:
             metrics.update(self.update_actor_and_alpha(batch))
-        if self.num_updates % self.config.critic_target_every == 0:
+        if targets_due:
             self.update_targets()
-        self.num_updates += 1
         return metrics
 
     def update_actor_and_alpha(self, batch: Batch) -> dict[str, Tensor]:
@@ -167,19 +175,25 @@ class SACAgent(Agent):
         # Temperature losses stay per task and unbalanced: each log-alpha only sees its own task. They use
         # the per-task mean log pi(a|s) of the actor loss's forward pass (the actor before its step).
         log_prob = actor_aux["log_prob"]
-        present = (batch.counts > 0).to(log_prob)
-        alpha_losses = -self.log_alpha * (log_prob + self.target_entropy) * present
-        self.alpha_optim.zero_grad(set_to_none=True)
-        alpha_losses.sum().backward()
-        self.alpha_optim.step()
-        return {"actor_loss": actor_losses, "alpha_loss": alpha_losses.detach(),
+        present = None if equal_count(batch.counts) else self.tasks_present(batch)
+
+        def temperature_loss(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            losses = -params["log_alpha"] * (log_prob + self.target_entropy)
+            losses = losses if present is None else losses * present
+            return losses.sum(), losses.detach()
+
+        alpha_losses = self.descend(self.alpha_optim, {"log_alpha": self.log_alpha}, temperature_loss)
+        return {"actor_loss": actor_losses, "alpha_loss": alpha_losses,
                 "alpha": self.log_alpha.detach().exp(), "entropy": -log_prob}
+
+    def tasks_present(self, batch: Batch) -> Tensor:
+        """(K,) 1.0 for the tasks that have rows in `batch`, else 0.0 (built on the device from the task ids)."""
+        return torch.zeros(self.num_tasks, device=self.device).index_fill_(0, batch.task_ids, 1.0)
 
     @torch.no_grad()
     def update_targets(self) -> None:
         """Polyak averaging of the target critics: theta' <- (1 - tau) theta' + tau theta."""
-        target = list(self.critic_target.parameters())
-        torch._foreach_lerp_(target, list(self.critic.parameters()), self.config.tau)
+        torch._foreach_lerp_(*self._polyak, self.config.tau)
 
     @torch.no_grad()
     def task_q(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> Tensor:
@@ -208,8 +222,8 @@ class SACAgent(Agent):
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"].to(self.device))
         if not networks_only:
-            self.actor_optim.load_state_dict(state["actor_optim"])
-            self.critic_optim.load_state_dict(state["critic_optim"])
-            self.alpha_optim.load_state_dict(state["alpha_optim"])
+            load_adam(self.actor_optim, state["actor_optim"])
+            load_adam(self.critic_optim, state["critic_optim"])
+            load_adam(self.alpha_optim, state["alpha_optim"])
             self.num_updates = int(state.get("num_updates", state.get("cql_updates", 0)))
             self.load_balancer_state(state)

@@ -51,6 +51,8 @@ class Balancer:
     kind: ClassVar[str] = ""
     #: Whether :meth:`update` needs the losses re-evaluated after the optimiser step (FAMO's logit step).
     needs_after_step: ClassVar[bool] = False
+    #: Whether the weights are constants (uniform): no host work, so the whole update compiles as one graph.
+    static: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int) -> None:
         self.num_tasks = checks.integer("balancer.num_tasks", num_tasks, 1)
@@ -84,11 +86,15 @@ class Balancer:
             shape = tuple(G.shape) if isinstance(G, Tensor) else type(G).__name__
             raise BalancerError(f"{self.name}: expected a floating ({self.num_tasks}, D) gradient matrix, got {shape}")
 
-    def _check_losses(self, losses: Tensor) -> Tensor:
-        """Require a (K,) tensor; return it detached as float64 on the CPU."""
+    def _check_loss_shape(self, losses: Tensor) -> None:
+        """Require a (K,) tensor (a shape check only: nothing is read from the device)."""
         if not (isinstance(losses, Tensor) and losses.shape == (self.num_tasks,)):
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise BalancerError(f"{self.name}: expected losses of shape ({self.num_tasks},), got {shape}")
+
+    def _check_losses(self, losses: Tensor) -> Tensor:
+        """Require a (K,) tensor; return it detached as float64 on the CPU (a host copy: for host-side maths)."""
+        self._check_loss_shape(losses)
         return losses.detach().to(device="cpu", dtype=torch.float64)
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ below the command line sees a `DictConfig`. Every check raises the same one-line
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from mtrl import checks
 
 MODES = ("online", "offline")
 SHARING_MODES = ("none", "all", "cds", "cds_zero")
-COMPILE_MODES = ("none", "default", "max")
+COMPILE_MODES = ("none", "default", "max", "auto")
 
 
 def _policy_name(value: Any) -> str | None:
@@ -153,7 +154,7 @@ class TrainConfig:
     mode: str = "online"
     device: str = "auto"
     torch_threads: int = 0
-    compile: str = "none"
+    compile: str = "auto"
     total_steps: int = 200_000
     warmup_steps: int = 15_000
     updates_per_step: float = 1.0
@@ -178,6 +179,8 @@ class TrainConfig:
         self.mode = checks.choice("mode", self.mode, MODES)
         self.torch_threads = checks.integer("torch_threads", self.torch_threads, 0)
         self.compile = checks.choice("compile", self.compile, COMPILE_MODES)
+        if not isinstance(self.replay_device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.replay_device):
+            raise checks.fail("replay_device", self.replay_device, "auto, cpu, cuda or cuda:<index>")
         self.total_steps = checks.integer("total_steps", self.total_steps, 1)
         self.warmup_steps = checks.integer("warmup_steps", self.warmup_steps, 0)
         self.updates_per_step = checks.number("updates_per_step", self.updates_per_step, 0)

@@ -180,6 +180,6 @@ def make_batch(store: TransitionStore, mode: str, rng: np.random.Generator, own_
             mask, threshold[i] = cds_filter(q_own[i], q_cand[i], percentile)
             keep.append(mask.numpy())
     batch = assemble(store, mode, own, cand, keep)
-    shared = batch.counts.numpy() - own_count
+    shared = np.asarray(batch.counts) - own_count
     stats = SharingStats(candidates=np.array([len(c) for c in cand]), shared=shared, threshold=threshold)
     return batch, stats

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mtrl.report.stats import GroupStats
+from mtrl.report.stats import STEP_UNITS, GroupStats
 
 DPI = 130
 
@@ -27,8 +27,19 @@ def _colours(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def step_axis_label(groups: Sequence[GroupStats]) -> str:
+    """What the x axis counts: environment steps (online runs), gradient updates (offline runs), or both."""
+    units = {g.step_unit for g in groups}
+    if units == {STEP_UNITS["online"]}:
+        return "environment steps (summed over tasks)"
+    if len(units) == 1:
+        return units.pop()
+    return "steps (environment steps for online runs, gradient updates for offline runs)"
+
+
 def learning_curves(groups: Sequence[GroupStats], path: Path) -> Path:
-    """Mean evaluation success over tasks vs env steps per group, with the 95% bootstrap CI band over seeds."""
+    """Mean evaluation success over tasks vs steps (env steps or updates) per group, with the 95% bootstrap CI
+    band over seeds."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for g, colour in zip(groups, _colours(len(groups))):
@@ -37,7 +48,7 @@ def learning_curves(groups: Sequence[GroupStats], path: Path) -> Path:
         ax.plot(g.curve_steps, g.curve_mean, color=colour, label=label, marker=marker, markersize=3)
         if len(g.runs) > 1:
             ax.fill_between(g.curve_steps, g.curve_low, g.curve_high, color=colour, alpha=0.2, linewidth=0)
-    ax.set_xlabel("environment steps (summed over tasks)")
+    ax.set_xlabel(step_axis_label(groups))
     ax.set_ylabel("mean success over tasks")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Evaluation success: mean over seeds, 95% bootstrap CI over seeds")
@@ -141,7 +152,7 @@ def balancer_weights(groups: Sequence[GroupStats], path: Path) -> Path | None:
                 if task in weights:
                     ax.plot(steps, weights[task], color=colour, label=task, linewidth=1.2)
             ax.set_title(f"{g.label}: {nets[col]} (mean over {len(g.runs)} seeds)", fontsize=9)
-            ax.set_xlabel("environment steps")
+            ax.set_xlabel(g.step_unit)
             ax.set_ylabel("task weight")
             ax.grid(alpha=0.3)
             if len(g.tasks) <= 12:

@@ -31,6 +31,12 @@ class Run:
     finished: bool
     weights: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)  # net -> task -> [(step, w)]
     eval_source: str = "eval json"
+    returns: dict[int, float] = field(default_factory=dict)  # step -> mean return over tasks (where measured)
+
+    @property
+    def mode(self) -> str:
+        """`online` (steps are environment steps) or `offline` (steps are gradient updates)."""
+        return str(self.config.get("mode") or "online")
 
     @property
     def seed(self) -> Any:
@@ -93,13 +99,15 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def read_evals(run_dir: Path) -> tuple[dict[int, dict[str, float]], str | None, list[str]]:
-    """Per-step per-task success from eval/step_<N>.json, the protocol, and the task order of the files."""
+def read_evals(run_dir: Path) -> tuple[dict[int, dict[str, float]], str | None, list[str], dict[int, float]]:
+    """Per-step per-task success from eval/step_<N>.json, the protocol, the task order of the files, and the
+    per-step mean return over tasks (steps whose evaluation measured every task's return)."""
     evals: dict[int, dict[str, float]] = {}
+    returns: dict[int, float] = {}
     protocol, order = None, []
     folder = run_dir / "eval"
     if not folder.is_dir():
-        return evals, protocol, order
+        return evals, protocol, order, returns
     for file in sorted(folder.iterdir()):
         match = _EVAL.match(file.name)
         if not match:
@@ -107,13 +115,17 @@ def read_evals(run_dir: Path) -> tuple[dict[int, dict[str, float]], str | None, 
         try:
             data = json.loads(file.read_text())
             tasks = {t["task"]: float(t["success_rate"]) for t in data["tasks"]}
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            task_returns = [t.get("mean_return") for t in data["tasks"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             warnings.warn(f"skipping unreadable evaluation file {file} ({type(err).__name__})", stacklevel=2)
             continue
-        evals[int(match.group(1))] = tasks
+        step = int(match.group(1))
+        evals[step] = tasks
+        if task_returns and None not in task_returns:
+            returns[step] = float(sum(task_returns) / len(task_returns))
         protocol = data.get("protocol", protocol)
         order = order or [t["task"] for t in data["tasks"]]
-    return evals, protocol, order
+    return evals, protocol, order, returns
 
 
 def read_scalars(tb_dir: Path, keep: Iterable[re.Pattern]) -> dict[str, list[tuple[int, float]]]:
@@ -154,7 +166,7 @@ def load_run(run_dir: Path) -> Run:
     if not isinstance(config, dict):
         raise UserError(f"{run_dir / 'config.yaml'} is not a mapping; is it a run directory?")
     flat = flatten(config)
-    evals, protocol, order = read_evals(run_dir)
+    evals, protocol, order, returns = read_evals(run_dir)
     scalars = read_scalars(run_dir / "tb", [WEIGHT_TAG] + ([] if evals else [EVAL_TAG]))
     source = "eval json"
     if not evals:
@@ -174,7 +186,7 @@ def load_run(run_dir: Path) -> Run:
         protocol = (config.get("env") or {}).get("protocol")
     total = config.get("total_steps")
     finished = is_finished(run_dir, total if isinstance(total, int) else None)
-    return Run(run_dir, flat, tasks, evals, protocol, finished, weights, source)
+    return Run(run_dir, flat, tasks, evals, protocol, finished, weights, source, returns)
 
 
 def _task_order(run_dir: Path, config: dict, order: list[str], evals: dict[int, dict[str, float]]) -> list[str]:

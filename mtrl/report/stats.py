@@ -5,7 +5,11 @@ Scores are success rates, one per (seed, task). For a group of runs (one per see
 - **final**: each seed's evaluation at the *final step*, the last step that every seed of the group evaluated
   (a finished sweep: total_steps);
 - **best**: each seed's evaluation, among those up to the final step, with the highest mean success over
-  tasks (the "best-so-far" number some published tables report; optimistic, hence reported separately);
+  tasks, ties broken by the higher mean return where returns were measured, then by the earlier step: the
+  rule by which a run keeps `checkpoints/best.pt` (the "best-so-far" number some published tables report;
+  optimistic, hence reported separately);
+- steps are environment steps summed over tasks for online runs and gradient updates for offline runs
+  (`mode=offline`); `GroupStats.step_unit` names them;
 - **mean**: mean over seeds and tasks; **IQM**: interquartile mean, the 25%-trimmed mean of all (seed, task)
   scores (`rliable.metrics.aggregate_iqm`);
 - **95% CI**: rliable's stratified percentile bootstrap over seeds (`rliable.library.get_interval_estimates`:
@@ -28,6 +32,8 @@ IGNORED_KEYS = {"seed", "run_dir", "resume", "progress", "device", "torch_thread
                 "env.vectorization", "keep_checkpoints", "save_replay", "log_every", "checkpoint_every"}
 IGNORED_PREFIXES = ("sweep.", "hydra.")
 FALLBACK_LABEL_KEYS = ("balancer.name", "encoder.name")
+#: What a step counts, by run mode.
+STEP_UNITS = {"online": "environment steps", "offline": "gradient updates"}
 _MISSING = "<unset>"
 
 
@@ -66,6 +72,7 @@ class GroupStats:
     curve_high: np.ndarray
     protocol: str | None = None
     notes: list[str] = field(default_factory=list)
+    step_unit: str = STEP_UNITS["online"]
 
     @property
     def seeds(self) -> list[Any]:
@@ -210,7 +217,7 @@ def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0
 
     cube = np.stack([np.stack([scores_at(run, step) for step in common], axis=-1) for run in runs])  # (S, T, steps)
     final_scores = cube[:, :, -1]
-    best_index = cube.mean(axis=1).argmax(axis=1)  # per seed: evaluation with the highest mean over tasks
+    best_index = [best_evaluation(run, common, tasks) for run in runs]
     best_scores = np.stack([cube[i, :, j] for i, j in enumerate(best_index)])
     final_mean, final_iqm = interval_estimates(final_scores, reps, seed)
     best_mean, best_iqm = interval_estimates(best_scores, reps, seed)
@@ -218,9 +225,24 @@ def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0
     protocols = {run.protocol for run in runs}
     if len(protocols) > 1:
         notes.append(f"mixed evaluation protocols {sorted(map(str, protocols))}")
+    modes = {run.mode for run in runs}
+    if len(modes) > 1:
+        notes.append("mixed online and offline runs: steps are environment steps or gradient updates")
+    unit = STEP_UNITS.get(modes.pop(), "steps") if len(modes) == 1 else "steps"
     return GroupStats(label, runs, tasks, final_step, final_scores, best_scores, [common[j] for j in best_index],
                       final_mean, final_iqm, best_mean, best_iqm, np.array(common), curve_mean, curve_low, curve_high,
-                      protocol=",".join(sorted(map(str, protocols))), notes=notes)
+                      protocol=",".join(sorted(map(str, protocols))), notes=notes, step_unit=unit)
+
+
+def best_evaluation(run: Run, steps: Sequence[int], tasks: Sequence[str]) -> int:
+    """Index in `steps` of the run's best evaluation: highest mean success over `tasks`, then highest mean return
+    (where measured), then the earliest; the rule `checkpoints/best.pt` is kept by."""
+    def key(index: int) -> tuple[float, float, int]:
+        step = steps[index]
+        success = float(np.mean([run.evals[step][t] for t in tasks]))
+        return success, run.returns.get(step, -np.inf), -index
+
+    return max(range(len(steps)), key=key)
 
 
 def summarize(runs: Sequence[Run], group_by: Sequence[str] | None = None, reps: int = 2000,

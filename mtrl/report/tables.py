@@ -6,15 +6,17 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
-from mtrl.report.stats import GroupStats
+from mtrl.report.stats import STEP_UNITS, GroupStats
 
 DEFINITIONS = """\
 Scores are evaluation success rates, one per (seed, task).
 **final**: each seed's evaluation at the group's final step (the last step every seed evaluated).
-**best**: each seed's evaluation, up to the final step, with the highest mean success over tasks
-(the best-so-far number some published tables report; optimistic).
+**best**: each seed's evaluation, up to the final step, with the highest mean success over tasks, ties broken by
+the higher mean return where measured, then the earlier step: the evaluation whose weights a run keeps in
+checkpoints/best.pt (the best-so-far number some published tables report; optimistic).
 **mean**: mean over seeds and tasks. **IQM**: interquartile mean (25%-trimmed mean of all seed-task scores).
-[low, high]: 95% stratified bootstrap confidence interval over seeds (rliable, {reps} resamples); none with one seed."""
+[low, high]: 95% stratified bootstrap confidence interval over seeds (rliable, {reps} resamples); none with one seed.
+Steps are environment steps summed over tasks (online runs) or gradient updates (offline runs)."""
 
 
 def _seeds(stats: GroupStats) -> str:
@@ -25,7 +27,7 @@ def summary_rows(groups: Sequence[GroupStats]) -> list[dict]:
     rows = []
     for g in groups:
         row = {"method": g.label, "seeds": len(g.runs), "seed_list": " ".join(map(str, g.seeds)),
-               "final_step": g.final_step, "protocol": g.protocol}
+               "final_step": g.final_step, "step_unit": g.step_unit, "protocol": g.protocol}
         for name, est in (("final_mean", g.final_mean), ("final_iqm", g.final_iqm), ("best_mean", g.best_mean),
                           ("best_iqm", g.best_iqm)):
             row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = est.value, est.low, est.high
@@ -78,11 +80,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _step(g: GroupStats, step: int) -> str:
+    """A step count, with its unit for offline runs (gradient updates): `10,000` or `10,000 updates`."""
+    return f"{step:,} updates" if g.step_unit == STEP_UNITS["offline"] else f"{step:,}"
+
+
 def summary_markdown(groups: Sequence[GroupStats]) -> str:
     header = ["method", "seeds", "final step", "final mean [95% CI]", "final IQM [95% CI]", "best mean [95% CI]",
-              "best IQM [95% CI]"]
-    rows = [[g.label, _seeds(g), f"{g.final_step:,}", g.final_mean.fmt(), g.final_iqm.fmt(), g.best_mean.fmt(),
-             g.best_iqm.fmt()] for g in groups]
+              "best IQM [95% CI]", "best steps"]
+    rows = [[g.label, _seeds(g), _step(g, g.final_step), g.final_mean.fmt(), g.final_iqm.fmt(), g.best_mean.fmt(),
+             g.best_iqm.fmt(), ", ".join(f"{s:,}" for s in g.best_steps)] for g in groups]
     return _table(header, rows)
 
 

@@ -42,7 +42,7 @@ def hand_q(obs: torch.Tensor, action: torch.Tensor, task_ids: torch.Tensor) -> t
 
 
 def _rows(batch, i):
-    start = int(batch.counts[:i].sum())
+    start = sum(batch.counts[:i])
     return slice(start, start + int(batch.counts[i]))
 
 
@@ -65,7 +65,7 @@ def test_candidates_come_only_from_other_tasks():
 def test_none_gives_own_transitions_with_stored_rewards():
     store = hand_built_store()
     batch, stats = make_batch(store, "none", np.random.default_rng(2), OWN, SHARED)
-    assert batch.counts.tolist() == [OWN] * 3 and stats.shared.tolist() == [0, 0, 0]
+    assert list(batch.counts) == [OWN] * 3 and stats.shared.tolist() == [0, 0, 0]
     for i in range(3):
         rows = batch.obs[_rows(batch, i), 0].long().numpy()
         assert (store.source[rows] == i).all() and (batch.task_ids[_rows(batch, i)] == i).all()
@@ -78,7 +78,7 @@ def test_all_shares_every_candidate_with_relabelled_rewards():
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
     batch, stats = make_batch(store, "all", rng_a, OWN, SHARED)
     own, cand = sample_indices(rng_b, store.offsets, OWN, SHARED)  # the same draws
-    assert batch.counts.tolist() == [OWN + SHARED] * 3 and stats.fraction.tolist() == [1.0, 1.0, 1.0]
+    assert list(batch.counts) == [OWN + SHARED] * 3 and stats.fraction.tolist() == [1.0, 1.0, 1.0]
     for i in range(3):
         rows = batch.obs[_rows(batch, i), 0].long().numpy()
         np.testing.assert_array_equal(rows, np.concatenate([own[i], cand[i]]))

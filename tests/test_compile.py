@@ -1,0 +1,248 @@
+"""The fast update paths: one-graph compilation, compiled == eager, the two loss layouts, no host syncs, Adam."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mtrl import balancers
+from mtrl.agents import SACAgent, SACConfig
+from mtrl.agents.bc import BCAgent, BCConfig
+from mtrl.agents.cql import CQLAgent, CQLConfig
+from mtrl.agents.optim import adam_step, load_adam, make_adam
+from mtrl.balancers.objective import BalancedObjective
+from mtrl.batch import Batch, map_task_chunks
+from mtrl.replay import MultiTaskReplay
+
+K, OBS, ACT = 3, 7, 2
+TASKS = ["reach-v3", "push-v3", "drawer-close-v3"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """Each test compiles from scratch: compiled code is cached per function and guarded on each agent, and
+    past its recompile limit torch.compile would quietly run later tests' agents eagerly."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _agent(cls=SACAgent, config=SACConfig, encoder="onehot", balancer="uniform", device="cpu", **options):
+    torch.manual_seed(0)
+    agent = cls(OBS, ACT, TASKS, config(hidden_sizes=[16, 16], **options), {"name": encoder}, torch.device(device))
+    seeded = {"seed": 0} if "seed" in balancers.options(balancer) else {}  # pcgrad's random task order
+    agent.set_balancers(balancers.make(balancer, K, **seeded), balancers.make(balancer, K, **seeded))
+    return agent
+
+
+def _batch(counts=(8, 8, 8), seed=0) -> Batch:
+    rng = np.random.default_rng(seed)
+    replay = MultiTaskReplay(K, 32, OBS, ACT, seed=seed)
+    for _ in range(32):
+        replay.add(np.arange(K), rng.normal(size=(K, OBS)), rng.uniform(-1, 1, (K, ACT)), rng.uniform(size=K),
+                   rng.normal(size=(K, OBS)), rng.uniform(size=K) < 0.1)
+    return replay.sample(np.array(counts))
+
+
+def _state(agent) -> dict[str, torch.Tensor]:
+    """Every learned tensor of an agent (networks, targets, temperatures, Adam moments) by name."""
+    tensors = {f"{net}.{name}": p for net in ("actor", "critic", "critic_target")
+               for name, p in getattr(agent, net).named_parameters()}
+    tensors["log_alpha"] = agent.log_alpha
+    for name in ("actor_optim", "critic_optim", "alpha_optim"):
+        optim = getattr(agent, name)
+        for i, p in enumerate(optim.param_groups[0]["params"]):
+            tensors.update({f"{name}.{i}.{key}": value for key, value in optim.state[p].items()})
+    return {name: value.detach().clone() for name, value in tensors.items()}
+
+
+def _foreach_adam(agent):
+    """Eager steps in the foreach maths that compiled steps use (the fused kernels round a little differently)."""
+    for optim in (agent.actor_optim, agent.critic_optim, agent.alpha_optim):
+        optim.param_groups[0].update(fused=False, foreach=True)
+    return agent
+
+
+def _assert_same_training(make, compile_options, counts_sequence, rtol=1e-4, atol=1e-5):
+    """Two identical agents, one compiled, updated on the same batches from the same RNG: same states."""
+    eager, compiled = _foreach_adam(make()), _foreach_adam(make())
+    compiled.compile("default", **compile_options)
+    for counts in counts_sequence:
+        batch = _batch(counts)
+        torch.manual_seed(1)
+        expected = eager.update(batch)
+        torch.manual_seed(1)
+        got = compiled.update(batch)
+        assert expected.keys() == got.keys()
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=rtol, atol=atol)
+    want, have = _state(eager), _state(compiled)
+    for name in want:
+        torch.testing.assert_close(have[name], want[name], rtol=rtol, atol=atol,
+                                   msg=lambda text, name=name: f"{name}: {text}")
+
+
+@pytest.mark.parametrize("encoder,schedule", [("onehot", (True, True)), ("onehot", (False, True)),
+                                             ("onehot", (True, False)), ("multihead", (True, True)),
+                                             ("film", (True, True))])
+def test_uniform_sac_update_compiles_as_one_graph(encoder, schedule):
+    agent = _agent(encoder=encoder)
+    step = torch.compile(agent.update_step, fullgraph=True, backend="eager")  # raises on any graph break
+    before = _state(agent)
+    metrics = step(_batch(), schedule)
+    assert ("actor_loss" in metrics) == schedule[0]
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    assert not torch.equal(before["critic.q1." + next(iter(dict(agent.critic.q1.named_parameters())))],
+                           next(agent.critic.q1.parameters()))
+
+
+def test_cql_update_compiles_as_one_graph():
+    agent = _agent(CQLAgent, CQLConfig, cql_lagrange=True, bc_updates=1)
+    step = torch.compile(agent.update_step, fullgraph=True, backend="eager")
+    for _ in range(2):  # the behaviour-cloning update, then the SAC one
+        metrics = step(_batch(), agent.schedule())
+        agent.num_updates += 1
+        assert torch.isfinite(metrics["penalty"]).all()
+
+
+@pytest.mark.parametrize("loss", ["mse", "nll"])
+def test_bc_update_compiles_as_one_graph(loss):
+    torch.manual_seed(0)
+    agent = BCAgent(OBS, ACT, TASKS, BCConfig(hidden_sizes=[16, 16], loss=loss), {"name": "onehot"},
+                    torch.device("cpu"))
+    metrics = torch.compile(agent.update_step, fullgraph=True, backend="eager")(_batch(), agent.schedule())
+    assert metrics["loss"].shape == (K,) and torch.isfinite(metrics["loss"]).all()
+
+
+def test_compiled_update_equals_eager_on_fixed_batches():
+    """aot_eager runs the traced graph (torch.func gradients, functional Adam) op by op: same RNG stream."""
+    make = lambda: _agent(actor_update_every=2, critic_target_every=2)  # noqa: E731 (schedules vary)
+    _assert_same_training(make, {"backend": "aot_eager"}, [(8, 8, 8)] * 4)
+
+
+def test_unequal_counts_fall_back_to_the_eager_update_under_compile():
+    _assert_same_training(_agent, {"backend": "aot_eager"}, [(8, 8, 8), (5, 11, 0), (8, 8, 8)])
+
+
+@pytest.mark.parametrize("balancer", ["pcgrad", "famo"])
+def test_non_static_balancers_update_under_compile(balancer):
+    """Gradient and host-weighted balancers compile without fullgraph (graph breaks at their host maths)."""
+    _assert_same_training(lambda: _agent(balancer=balancer), {"backend": "aot_eager"}, [(8, 8, 8)] * 3)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_update_equals_eager():
+    """compile=default as a run uses it (Inductor's C++ kernels, one graph), with eager's random numbers."""
+    with torch._inductor.config.patch(fallback_random=True):
+        _assert_same_training(_agent, {}, [(8, 8, 8)] * 3)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_update_with_a_gradient_balancer_equals_eager():
+    """pcgrad under compile=default: Inductor compiles the per-task gradients and steps around the host solve."""
+    with torch._inductor.config.patch(fallback_random=True):
+        _assert_same_training(lambda: _agent(balancer="pcgrad"), {}, [(8, 8, 8)] * 3)
+
+
+@pytest.mark.parametrize("counts", [(8, 8, 8), (5, 11, 0)])
+@pytest.mark.parametrize("encoder", ["onehot", "multihead", "film"])
+def test_batch_and_chunk_layouts_give_the_same_losses_and_gradients(encoder, counts):
+    agent = _agent(encoder=encoder)
+    batch = _batch(counts)
+    inputs = agent.critic_inputs(batch)
+    results = []
+    for layout in ("batch", "chunks"):
+        objective = BalancedObjective(balancers.make("uniform", K), agent.critic, K, layout=layout)
+        grads, losses, _ = objective.gradients(agent.critic_sample_loss, inputs, batch.counts)
+        results.append((losses, grads))
+    (losses_b, grads_b), (losses_c, grads_c) = results
+    torch.testing.assert_close(losses_b, losses_c, rtol=1e-5, atol=1e-6)
+    for name in grads_b:
+        torch.testing.assert_close(grads_b[name], grads_c[name], rtol=1e-4, atol=1e-6)
+    rows = agent.map_rows(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids}, batch.counts)
+    torch.testing.assert_close(rows, map_task_chunks(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids},
+                                                     batch.counts), rtol=1e-5, atol=1e-6)
+
+
+class HostTransfers(TorchDispatchMode):
+    """Records every copy between the host and the (meta) device: what would synchronise on a GPU."""
+
+    COPIES = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default, torch.ops.aten._copy_from.default}
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        if func in self.COPIES and len({t.device.type for t in tensors}) > 1:
+            self.seen.append(str(func))
+        return out
+
+
+def _meta_batch(counts=(4, 4, 4)) -> Batch:
+    n = sum(counts)
+    meta = {"device": "meta"}
+    return Batch(obs=torch.empty(n, OBS, **meta), action=torch.empty(n, ACT, **meta), reward=torch.empty(n, **meta),
+                 next_obs=torch.empty(n, OBS, **meta), terminated=torch.empty(n, **meta),
+                 task_ids=torch.empty(n, dtype=torch.long, **meta), counts=counts)
+
+
+@pytest.mark.parametrize("cls,config", [(SACAgent, SACConfig), (CQLAgent, CQLConfig)])
+def test_the_uniform_update_never_reads_the_device_from_the_host(cls, config):
+    """On the meta device (no data) any .item(), .cpu(), .tolist(), numpy or bool() of a device tensor raises,
+    and HostTransfers catches host-to-device copies: the eager update of the default configuration has none."""
+    agent = _agent(cls, config, device="meta", clip_grad_norm=1.0)
+    with HostTransfers() as transfers:
+        for _ in range(2):
+            metrics = agent.update(_meta_batch())
+    assert transfers.seen == [] and all(v.device.type == "meta" for v in metrics.values())
+
+
+def test_the_host_read_check_catches_a_host_weighted_balancer():
+    """The check above can fail: FAMO's weights are host maths on the losses."""
+    agent = _agent(balancer="famo", device="meta")
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        agent.update(_meta_batch())
+
+
+@settings(max_examples=20, deadline=None)
+@given(lr=st.floats(1e-5, 1e-1), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.9999),
+       weight_decay=st.sampled_from([0.0, 0.01]), steps=st.integers(1, 3))
+def test_adam_on_explicit_gradients_is_torch_adam(lr, beta1, beta2, weight_decay, steps):
+    torch.manual_seed(0)
+    params = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+    reference = [p.detach().clone().requires_grad_(True) for p in params]
+    ours = make_adam(params, lr, (beta1, beta2), torch.device("cpu"))
+    ours.param_groups[0]["weight_decay"] = weight_decay
+    theirs = torch.optim.Adam(reference, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+    for _ in range(steps):
+        grads = [torch.randn_like(p) for p in params]
+        adam_step(ours, params, grads)
+        for p, g in zip(reference, grads):
+            p.grad = g.clone()
+        theirs.step()
+    for p, q in zip(params, reference):
+        torch.testing.assert_close(p, q)
+
+
+def test_loading_adam_state_keeps_its_tensors_and_this_devices_flags():
+    params = [torch.randn(3, requires_grad=True)]
+    optim = make_adam(params, 1e-3, (0.9, 0.999), torch.device("cpu"))
+    tensors = dict(optim.state[params[0]])
+    other = torch.optim.Adam([torch.nn.Parameter(params[0].detach().clone())], lr=1e-3)  # plain flags
+    other.param_groups[0]["params"][0].grad = torch.ones(3)
+    other.step()
+    load_adam(optim, copy.deepcopy(other.state_dict()))
+    state = optim.state[params[0]]
+    assert all(state[key] is tensors[key] for key in tensors)  # a compiled update keeps using them
+    saved = other.state[other.param_groups[0]["params"][0]]
+    assert float(state["step"]) == 1.0 and torch.equal(state["exp_avg"], saved["exp_avg"])
+    assert optim.param_groups[0]["fused"] is True and not optim.param_groups[0]["foreach"]
