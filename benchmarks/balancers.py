@@ -6,7 +6,8 @@ MT sizes: 3 x 400 networks, batch 128 per task; each balancer on the losses its 
 (famo and igb: the critic; the others: critic and actor). `kbackward` is the reference way of getting per-task
 gradients (K separate backward passes) with pcgrad's combination, timed at K=10 only. Peak extra
 memory: each method runs alone in a subprocess and reports how far 3 updates raise its peak RSS (CPU)
-or CUDA memory above the built agent, replay and one warm-up update, minus the same for uniform. Targets: famo <= 1.25; pcgrad, cagrad, fairgrad, nashmtl <= 1.5 (K=10), <= 3 (K=50);
+or CUDA memory above the built agent, replay and one warm-up update, minus the same for uniform.
+Targets: famo <= 1.25; pcgrad, cagrad, fairgrad, nashmtl <= 1.5 (K=10), <= 3 (K=50);
 kbackward >= 3 at K=10.
 """
 
@@ -33,7 +34,20 @@ from mtrl.balancers.objective import BalancedObjective, split_sample_loss  # noq
 from mtrl.batch import task_mean  # noqa: E402
 from mtrl.config import BalancerConfig  # noqa: E402
 
-METHODS = ["uniform", "famo", "igb", "pcgrad", "cagrad", "fairgrad", "nashmtl"]
+METHODS = [
+    "uniform",
+    "famo",
+    "igb",
+    "igbv2",
+    "pcgrad",
+    "cagrad",
+    "fairgrad",
+    "nashmtl",
+    "mgda",
+    "paretomtl",
+    "igb+nashmtl",
+    "famo+pcgrad",
+]  # "a+b": loss weighting a composed with gradient method b
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "balancer"
 
 
@@ -49,15 +63,27 @@ class KBackwardObjective(BalancedObjective):
         return G, (losses.detach(), {k: task_mean(v.detach(), ids, self.num_tasks) for k, v in aux.items()})
 
 
+def balancer_config(method: str) -> BalancerConfig:
+    """The configs/balancer/<name>.yaml setting of `method`; "a+b" composes loss weighting a with gradient method b
+    on the losses a balances (its apply_to: the critic, since a needs positive losses)."""
+    weighting, _, name = method.rpartition("+")
+    name = "pcgrad" if name == "kbackward" else name
+    config = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+    options = {k: v for k, v in config.items() if k not in ("name", "apply_to")}
+    apply_to = config.get("apply_to", ["critic", "actor"])
+    if weighting:
+        apply_to = OmegaConf.load(CONFIGS / f"{weighting}.yaml").get("apply_to")
+        options.update(loss_weighting=weighting, loss_weighting_options={})
+    if name == "igbv2":  # its agent trains from the first update, one SAC step per update: the schedule's
+        options.update(random_steps=0, update_after=0, update_every=1)  # cost once running (0.5-1 step/update)
+    return BalancerConfig(config["name"], list(apply_to), options)
+
+
 def make_agent(method: str, num_tasks: int, device: torch.device) -> SACAgent:
     """MT-SAC with `method` on the losses its config balances (configs/balancer/<name>.yaml's apply_to)."""
     torch.manual_seed(0)
     agent = SACAgent(OBS_DIM, ACT_DIM, [f"task{i}" for i in range(num_tasks)], SACConfig(), {"name": "onehot"}, device)
-    name = "pcgrad" if method == "kbackward" else method
-    config = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
-    options = {k: v for k, v in config.items() if k not in ("name", "apply_to")}
-    agent.set_balancers(**build_balancers(BalancerConfig(config["name"], config.get("apply_to", ["critic", "actor"]),
-                                                         options), agent))
+    agent.set_balancers(**build_balancers(balancer_config(method), agent))
     if method == "kbackward":
         for net in ("critic", "actor"):
             objective = agent.objectives[net]
@@ -77,8 +103,13 @@ def peak_memory(method: str, num_tasks: int) -> float:
     peak-RSS mark after set-up and reads it after the updates.
     """
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
-    out = subprocess.run([sys.executable, __file__, "--memory-probe", method, str(num_tasks)],
-                         capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", method, str(num_tasks)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -125,8 +156,10 @@ def main() -> None:
         counts = np.full(k, 128)
         steps = {m: update_fn(make_agent(m, k, device), replay, counts) for m in methods}
         seconds = interleaved_medians(steps, args.rounds)
-        entry = {m: {"update_ms": round(s * 1e3, 1), "ratio_to_uniform": round(s / seconds["uniform"], 3)}
-                 for m, s in seconds.items()}
+        entry = {
+            m: {"update_ms": round(s * 1e3, 1), "ratio_to_uniform": round(s / seconds["uniform"], 3)}
+            for m, s in seconds.items()
+        }
         if not args.no_memory:
             base = peak_memory("uniform", k)
             for m in methods:

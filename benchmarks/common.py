@@ -19,9 +19,14 @@ def filled_replay(num_tasks: int, per_task: int = 512, seed: int = 0) -> MultiTa
     rng = np.random.default_rng(seed)
     replay = MultiTaskReplay(num_tasks, per_task, OBS_DIM, ACT_DIM, seed=seed)
     for _ in range(per_task):
-        replay.add(np.arange(num_tasks), rng.normal(size=(num_tasks, OBS_DIM)),
-                   rng.uniform(-1, 1, (num_tasks, ACT_DIM)), rng.uniform(size=num_tasks),
-                   rng.normal(size=(num_tasks, OBS_DIM)), np.zeros(num_tasks))
+        replay.add(
+            np.arange(num_tasks),
+            rng.normal(size=(num_tasks, OBS_DIM)),
+            rng.uniform(-1, 1, (num_tasks, ACT_DIM)),
+            rng.uniform(size=num_tasks),
+            rng.normal(size=(num_tasks, OBS_DIM)),
+            np.zeros(num_tasks),
+        )
     return replay
 
 
@@ -40,6 +45,9 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], rounds: int, warmu
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }

@@ -39,15 +39,30 @@ def main() -> None:
         agent = SACAgent(OBS_DIM, ACT_DIM, names, SACConfig(), {"name": encoder}, device)
         agents[encoder] = agent
         params[encoder] = sum(p.numel() for m in (agent.actor, agent.critic) for p in m.parameters())
-    seconds = interleaved_medians({e: (lambda a=a: a.update(replay.sample(counts))) for e, a in agents.items()},
-                                  args.rounds)
+    seconds = interleaved_medians(
+        {e: (lambda a=a: a.update(replay.sample(counts))) for e, a in agents.items()}, args.rounds
+    )
     base_s, base_p = seconds["onehot"], params["onehot"]
-    print(json.dumps({
-        "machine": machine(), "tasks": args.tasks, "batch_per_task": 128, "hidden": [400, 400, 400],
-        "results": {e: {"parameters": params[e], "parameters_ratio": round(params[e] / base_p, 3),
-                        "update_ms": round(seconds[e] * 1e3, 1), "update_ratio": round(seconds[e] / base_s, 3)}
-                    for e in agents},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "tasks": args.tasks,
+                "batch_per_task": 128,
+                "hidden": [400, 400, 400],
+                "results": {
+                    e: {
+                        "parameters": params[e],
+                        "parameters_ratio": round(params[e] / base_p, 3),
+                        "update_ms": round(seconds[e] * 1e3, 1),
+                        "update_ratio": round(seconds[e] / base_s, 3),
+                    }
+                    for e in agents
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

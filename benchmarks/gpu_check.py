@@ -66,8 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        config = parse_train(compose(config_name="train", overrides=[*args.overrides, f"run_dir={run_dir}",
-                                                                     "progress=false"]))
+        config = parse_train(
+            compose(config_name="train", overrides=[*args.overrides, f"run_dir={run_dir}", "progress=false"])
+        )
     start = time.perf_counter()
     trainer = Trainer(config, run_dir)
     build_s = time.perf_counter() - start
@@ -94,7 +95,8 @@ def main() -> None:
         "env_steps_per_s": None if env_rate is None else round(env_rate, 1),
         "updates_per_s": None if update_rate is None else round(update_rate, 1),
         "projected_standard_mt10_hours": None if not env_rate else round(STANDARD_MT10_ENV_STEPS / env_rate / 3600, 2),
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available()
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if torch.cuda.is_available()
         else None,
         "evaluation": last_evaluation(run_dir),
         "training_success_last_episodes": training_success(acc),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-import mtrl.config  # noqa: F401  (registers the run-directory resolver)
+from mtrl.config import parse_train
 from mtrl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +44,17 @@ def main(overrides: list[str]) -> dict:
         cfg = compose(config_name="train", overrides=chosen)
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON
-        Trainer(cfg, Path(cfg.run_dir)).run()
+        Trainer(parse_train(cfg), Path(cfg.run_dir)).run()
     curve = []
     for path in sorted((Path(cfg.run_dir) / "eval").glob("step_*.json")):
         data = json.loads(path.read_text())
-        curve.append({"env_steps": int(path.stem.split("_")[1]), "mean_success": data["mean_success"],
-                      "success": {t["task"]: t["success_rate"] for t in data["tasks"]}})
+        curve.append(
+            {
+                "env_steps": int(path.stem.split("_")[1]),
+                "mean_success": data["mean_success"],
+                "success": {t["task"]: t["success_rate"] for t in data["tasks"]},
+            }
+        )
     report = {"overrides": chosen, "wall_clock_s": round(time.perf_counter() - start, 1), "curve": curve}
     (Path(cfg.run_dir) / "learning.json").write_text(json.dumps(report, indent=2))
     return report

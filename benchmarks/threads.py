@@ -79,8 +79,14 @@ class Setting:
         env = {key: value for key, value in os.environ.items() if key not in OPENMP_VARIABLES}
         env.update(variables, PYTHONPATH=str(ROOT))
         self.name = name
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve", json.dumps(threads)], cwd=ROOT, env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", json.dumps(threads)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.torch_threads = json.loads(self.process.stdout.readline())["torch_threads"]
         self.alone: list[float] = []
         self.contended: list[float] = []
@@ -96,9 +102,14 @@ class Setting:
 
     def result(self) -> dict:
         alone, contended = statistics.median(self.alone), statistics.median(self.contended)
-        return {"torch_threads": self.torch_threads, "alone_ms": [round(t * 1e3, 1) for t in self.alone],
-                "contended_ms": [round(t * 1e3, 1) for t in self.contended], "median_alone_ms": round(alone * 1e3, 1),
-                "median_contended_ms": round(contended * 1e3, 1), "slowdown": round(contended / alone, 2)}
+        return {
+            "torch_threads": self.torch_threads,
+            "alone_ms": [round(t * 1e3, 1) for t in self.alone],
+            "contended_ms": [round(t * 1e3, 1) for t in self.contended],
+            "median_alone_ms": round(alone * 1e3, 1),
+            "median_contended_ms": round(contended * 1e3, 1),
+            "slowdown": round(contended / alone, 2),
+        }
 
 
 def measure(names: list[str], rounds: int, updates: int) -> dict[str, dict]:
@@ -148,15 +159,28 @@ def main() -> None:
 
     load_before = os.getloadavg()
     repeats = [measure(args.settings, args.rounds, args.updates) for _ in range(args.repeats)]
-    summary = {name: {"median_alone_ms": statistics.median(r[name]["median_alone_ms"] for r in repeats),
-                      "median_contended_ms": statistics.median(r[name]["median_contended_ms"] for r in repeats),
-                      "slowdowns": [r[name]["slowdown"] for r in repeats]}
-               for name in args.settings}
-    report = {"machine": {"cpu_count": os.cpu_count(), "available_cores": available_cores(),
-                          "openmp": openmp_runtime(), "load_average_before": load_before,
-                          "load_average_after": os.getloadavg()},
-              "update": "MT10 SAC, 3x400, batch 128 per task, K=10, CPU",
-              "rounds": args.rounds, "updates_per_round": args.updates, "summary": summary, "repeats": repeats}
+    summary = {
+        name: {
+            "median_alone_ms": statistics.median(r[name]["median_alone_ms"] for r in repeats),
+            "median_contended_ms": statistics.median(r[name]["median_contended_ms"] for r in repeats),
+            "slowdowns": [r[name]["slowdown"] for r in repeats],
+        }
+        for name in args.settings
+    }
+    report = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "available_cores": available_cores(),
+            "openmp": openmp_runtime(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "update": "MT10 SAC, 3x400, batch 128 per task, K=10, CPU",
+        "rounds": args.rounds,
+        "updates_per_round": args.updates,
+        "summary": summary,
+        "repeats": repeats,
+    }
     print(json.dumps(report, indent=2))
 
 

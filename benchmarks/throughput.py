@@ -1,6 +1,7 @@
 """Throughput on MT10: raw vector-env steps/s, the training loop's env steps/s, one SAC update's time.
 
-    python benchmarks/throughput.py [--vector-steps 1000] [--loop-steps 200] [--updates 20] [--device cpu] [--update-only]
+    python benchmarks/throughput.py [--vector-steps 1000] [--loop-steps 200] [--updates 20] [--device cpu]
+        [--update-only]
 
 `sequential_step_ms` / `overlapped_step_ms` / `overlap_speedup`: the training loop's time per MT10 vector
 step with real updates (one per vector step, 3 x 400 networks, one torch thread) when the envs step after
@@ -72,12 +73,23 @@ def loop_env_steps_per_s(vector_steps: int, hidden: str, policy: bool) -> float:
     configs = str(ROOT / "configs")
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=configs, version_base="1.3"):
         steps = vector_steps * 10
-        cfg = compose(config_name="train", overrides=[
-            "env=mt10", "env.protocol=mtrl", f"run_dir={tmp}", f"total_steps={steps}",
-            f"warmup_steps={0 if policy else steps - 10}",
-            "updates_per_step=1e-9",  # collection only: the update budget never reaches one update
-            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", f"log_every={steps // 5}",
-            "progress=false", f"agent.hidden_sizes={hidden}"])
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "env=mt10",
+                "env.protocol=mtrl",
+                f"run_dir={tmp}",
+                f"total_steps={steps}",
+                f"warmup_steps={0 if policy else steps - 10}",
+                "updates_per_step=1e-9",  # collection only: the update budget never reaches one update
+                "eval_every=0",
+                "eval_episodes=1",
+                "checkpoint_every=0",
+                f"log_every={steps // 5}",
+                "progress=false",
+                f"agent.hidden_sizes={hidden}",
+            ],
+        )
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON
             Trainer(parse_train(cfg), Path(tmp)).run()
         acc = EventAccumulator(str(Path(tmp) / "tb")).Reload()
@@ -93,15 +105,32 @@ def loop_vector_step_ms(vector_steps: int, hidden: str, vectorization: str) -> f
     warmup, period = 128, max(vector_steps // 4, 1)
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=configs, version_base="1.3"):
         workers = ["env.workers=1"] if vectorization == "async" else []
-        cfg = compose(config_name="train", overrides=[
-            "env=mt10", "env.protocol=mtrl", f"env.vectorization={vectorization}", *workers, f"run_dir={tmp}",
-            f"total_steps={(warmup + 4 * period) * NUM_TASKS}", f"warmup_steps={warmup * NUM_TASKS}",
-            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", f"log_every={period * NUM_TASKS}",
-            "progress=false", "torch_threads=1", "compile=none", f"agent.hidden_sizes={hidden}"])
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "env=mt10",
+                "env.protocol=mtrl",
+                f"env.vectorization={vectorization}",
+                *workers,
+                f"run_dir={tmp}",
+                f"total_steps={(warmup + 4 * period) * NUM_TASKS}",
+                f"warmup_steps={warmup * NUM_TASKS}",
+                "eval_every=0",
+                "eval_episodes=1",
+                "checkpoint_every=0",
+                f"log_every={period * NUM_TASKS}",
+                "progress=false",
+                "torch_threads=1",
+                "compile=none",
+                f"agent.hidden_sizes={hidden}",
+            ],
+        )
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON
             Trainer(parse_train(cfg), Path(tmp)).run()
         acc = EventAccumulator(str(Path(tmp) / "tb")).Reload()
-        rates = [e.value for e in acc.Scalars("perf/env_steps_per_s") if e.step > warmup * NUM_TASKS + period * NUM_TASKS]
+        rates = [
+            e.value for e in acc.Scalars("perf/env_steps_per_s") if e.step > warmup * NUM_TASKS + period * NUM_TASKS
+        ]
         return 1e3 * NUM_TASKS / float(np.median(rates))
 
 
@@ -112,8 +141,13 @@ def overlap_report(vector_steps: int) -> dict[str, float]:
     for prefix, hidden in (("", "[400,400,400]"), ("small_net_", "[64,64]")):
         sequential = loop_vector_step_ms(vector_steps, hidden, "sync")
         overlapped = loop_vector_step_ms(vector_steps, hidden, "async")
-        out.update({f"{prefix}sequential_step_ms": round(sequential, 2), f"{prefix}overlapped_step_ms": round(overlapped, 2),
-                    f"{prefix}overlap_speedup": round(sequential / overlapped, 3)})
+        out.update(
+            {
+                f"{prefix}sequential_step_ms": round(sequential, 2),
+                f"{prefix}overlapped_step_ms": round(overlapped, 2),
+                f"{prefix}overlap_speedup": round(sequential / overlapped, 3),
+            }
+        )
     return out
 
 
@@ -139,8 +173,9 @@ class PlainMTSAC:
     No balancer machinery: one backward per network.
     """
 
-    def __init__(self, num_tasks: int, hidden: list[int], device: torch.device, gamma: float = 0.99,
-                 tau: float = 0.005):
+    def __init__(
+        self, num_tasks: int, hidden: list[int], device: torch.device, gamma: float = 0.99, tau: float = 0.005
+    ):
         self.k, self.gamma, self.tau, self.target_entropy = num_tasks, gamma, tau, -float(ACT_DIM)
         self.actor = _mlp(OBS_DIM + num_tasks, hidden, 2 * ACT_DIM).to(device)
         self.q1 = _mlp(OBS_DIM + ACT_DIM + num_tasks, hidden, 1).to(device)
@@ -188,31 +223,44 @@ class PlainMTSAC:
         self.alpha_optim.step()
         with torch.no_grad():
             torch._foreach_lerp_(self.target_params, self.critic_params, self.tau)
-        return {"critic_loss": critic_losses.detach(), "actor_loss": actor_losses.detach(),
-                "alpha": self.log_alpha.detach().exp()}
+        return {
+            "critic_loss": critic_losses.detach(),
+            "actor_loss": actor_losses.detach(),
+            "alpha": self.log_alpha.detach().exp(),
+        }
 
 
-def make_agent(hidden: list[int], device: torch.device, compile_mode: str = "none",
-               cuda_graphs: bool = True) -> SACAgent:
+def make_agent(
+    hidden: list[int], device: torch.device, compile_mode: str = "none", cuda_graphs: bool = True
+) -> SACAgent:
     """MT-SAC at the benchmark's sizes (onehot, uniform balancer), seeded, optionally compiled."""
     torch.manual_seed(0)
-    agent = SACAgent(OBS_DIM, ACT_DIM, [f"task{i}" for i in range(NUM_TASKS)], SACConfig(hidden_sizes=hidden),
-                     {"name": "onehot"}, device)
+    agent = SACAgent(
+        OBS_DIM,
+        ACT_DIM,
+        [f"task{i}" for i in range(NUM_TASKS)],
+        SACConfig(hidden_sizes=hidden),
+        {"name": "onehot"},
+        device,
+    )
     agent.compile(compile_mode, cuda_graphs=cuda_graphs)
     return agent
 
 
 def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
     """`fn` followed by a wait for the device (so wall-clock timing covers the kernels)."""
+
     def run() -> None:
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
     return run
 
 
-def update_times(device: torch.device, sizes: tuple[list[int], int], rounds: int,
-                 plain: bool = False) -> dict[str, float]:
+def update_times(
+    device: torch.device, sizes: tuple[list[int], int], rounds: int, plain: bool = False
+) -> dict[str, float]:
     """Median seconds of one update per variant (eager, compiled, on CUDA also compiled without graphs;
     `plain`: PlainMTSAC too), interleaved on one fixed batch on `device` (the warm-up compiles)."""
     hidden, per_task = sizes
@@ -249,9 +297,13 @@ def update_report(device: torch.device, updates: int, tiny_rounds: int) -> dict[
     if device.type == "cuda":
         report["update_ms_cuda_graphs"] = round(mt10["compiled"] * 1e3, 2)
     if tiny is not None:
-        report.update({"host_overhead_ratio_eager": round(tiny["eager"] / tiny["plain"], 3),
-                       "host_overhead_ratio_compiled": round(tiny["compiled"] / tiny["plain"], 3),
-                       "host_overhead_ms": {name: round(seconds * 1e3, 3) for name, seconds in tiny.items()}})
+        report.update(
+            {
+                "host_overhead_ratio_eager": round(tiny["eager"] / tiny["plain"], 3),
+                "host_overhead_ratio_compiled": round(tiny["compiled"] / tiny["plain"], 3),
+                "host_overhead_ms": {name: round(seconds * 1e3, 3) for name, seconds in tiny.items()},
+            }
+        )
     return report
 
 
@@ -287,21 +339,26 @@ def main() -> None:
     overlap = overlap_report(args.loop_steps)
     seconds, flops = updates["update_ms_eager"] / 1e3, update_flops()
     peak = matmul_gflops()
-    print(json.dumps({
-        "machine": machine(),
-        "raw_vector_env_steps_per_s": round(raw, 1),
-        "training_loop_env_steps_per_s_random_actions": round(loop_random, 1),
-        "loop_random_over_raw": round(loop_random / raw, 3),
-        "training_loop_env_steps_per_s_actor": round(loop, 1),
-        "loop_actor_over_raw": round(loop / raw, 3),
-        "sac_update_ms": round(seconds * 1e3, 2),
-        "sac_update_gflop": round(flops / 1e9, 3),
-        "sac_update_gflops_per_s": round(flops / seconds / 1e9, 2),
-        "matmul_2048_gflops_per_s": round(peak, 2),
-        "update_over_matmul": round(flops / seconds / 1e9 / peak, 3),
-        **overlap,
-        **updates,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "raw_vector_env_steps_per_s": round(raw, 1),
+                "training_loop_env_steps_per_s_random_actions": round(loop_random, 1),
+                "loop_random_over_raw": round(loop_random / raw, 3),
+                "training_loop_env_steps_per_s_actor": round(loop, 1),
+                "loop_actor_over_raw": round(loop / raw, 3),
+                "sac_update_ms": round(seconds * 1e3, 2),
+                "sac_update_gflop": round(flops / 1e9, 3),
+                "sac_update_gflops_per_s": round(flops / seconds / 1e9, 2),
+                "matmul_2048_gflops_per_s": round(peak, 2),
+                "update_over_matmul": round(flops / seconds / 1e9 / peak, 3),
+                **overlap,
+                **updates,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -54,10 +54,18 @@ class BufferLayout:
 
     def _arrays(self) -> list[tuple[tuple[int, ...], np.dtype]]:
         n, rows, scalar = self.num_envs, (self.num_envs, self.obs_dim), (self.num_envs,)
-        return [((n, self.act_dim), np.dtype(self.act_dtype)), (scalar, np.dtype(bool)),
-                (rows, np.dtype(np.float32)), (rows, np.dtype(np.float32)), (scalar, np.dtype(np.float64)),
-                (scalar, np.dtype(np.float64)), (scalar, np.dtype(bool)), (scalar, np.dtype(bool)),
-                (scalar, np.dtype(bool)), (scalar, np.dtype(np.int64))]
+        return [
+            ((n, self.act_dim), np.dtype(self.act_dtype)),
+            (scalar, np.dtype(bool)),
+            (rows, np.dtype(np.float32)),
+            (rows, np.dtype(np.float32)),
+            (scalar, np.dtype(np.float64)),
+            (scalar, np.dtype(np.float64)),
+            (scalar, np.dtype(bool)),
+            (scalar, np.dtype(bool)),
+            (scalar, np.dtype(bool)),
+            (scalar, np.dtype(np.int64)),
+        ]
 
     def _offsets(self) -> tuple[list[int], int]:
         offsets, end = [], 0
@@ -73,15 +81,21 @@ class BufferLayout:
     def view(self, block: Any) -> StepBuffers:
         """`StepBuffers` whose arrays are views into `block` (any writable buffer of `nbytes` bytes)."""
         offsets, _ = self._offsets()
-        arrays = [np.frombuffer(block, dtype, int(np.prod(shape)), offset).reshape(shape)
-                  for (shape, dtype), offset in zip(self._arrays(), offsets)]
+        arrays = [
+            np.frombuffer(block, dtype, int(np.prod(shape)), offset).reshape(shape)
+            for (shape, dtype), offset in zip(self._arrays(), offsets)
+        ]
         return StepBuffers(*arrays)
 
     @classmethod
     def for_env(cls, env: gym.Env, num_envs: int) -> "BufferLayout":
         """The layout for `num_envs` envs like `env` (flat Box observations and actions)."""
-        return cls(num_envs, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)),
-                   np.dtype(env.action_space.dtype).str)
+        return cls(
+            num_envs,
+            int(np.prod(env.observation_space.shape)),
+            int(np.prod(env.action_space.shape)),
+            np.dtype(env.action_space.dtype).str,
+        )
 
 
 class EnvGroup:

@@ -50,22 +50,27 @@ import numpy as np
 
 from envs.goals import Goal
 
-ARM_JOINTS = ("right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right_j5", "right_j6",
-              "r_close", "l_close")
+ARM_JOINTS = ("right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right_j5", "right_j6", "r_close", "l_close")
 
 
 def arm_indices(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
     """qpos and qvel addresses of the Sawyer arm and gripper joints (by name; their order differs per scene)."""
     ids = [model.joint(name).id for name in ARM_JOINTS]
-    return (np.array([model.jnt_qposadr[i] for i in ids], np.int64),
-            np.array([model.jnt_dofadr[i] for i in ids], np.int64))
+    return (
+        np.array([model.jnt_qposadr[i] for i in ids], np.int64),
+        np.array([model.jnt_dofadr[i] for i in ids], np.int64),
+    )
 
 
 def capture_state(env: Any) -> dict[str, np.ndarray]:
     """The MuJoCo state of a Meta-World env (raw or wrapped) after a step: qpos, qvel, mocap pose."""
     data = env.unwrapped.data
-    return {"qpos": data.qpos.copy(), "qvel": data.qvel.copy(),
-            "mocap_pos": data.mocap_pos.copy(), "mocap_quat": data.mocap_quat.copy()}
+    return {
+        "qpos": data.qpos.copy(),
+        "qvel": data.qvel.copy(),
+        "mocap_pos": data.mocap_pos.copy(),
+        "mocap_quat": data.mocap_quat.copy(),
+    }
 
 
 class RewardRelabeller:
@@ -90,8 +95,9 @@ class RewardRelabeller:
         reward, _info = self.env.evaluate_state(next_obs.astype(np.float64), action)
         return float(reward)
 
-    def rewards(self, source: Any, same_task: bool | None = None,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def rewards(
+        self, source: Any, same_task: bool | None = None, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Rewards of this task for every transition of `source`, as float32 (N,).
 
         `source` is a `mtrl.data.TaskData` (or any object with `name`, `next_obs`, `action`,

@@ -45,8 +45,9 @@ class GoalSelectingEnv(gym.Wrapper):
         self.episode_index = 0
 
 
-def make_task_env(task_name: str, goals: list[Goal], goal_mode: str, horizon: int, seed: int,
-                  render_mode: str | None = None) -> gym.Env:
+def make_task_env(
+    task_name: str, goals: list[Goal], goal_mode: str, horizon: int, seed: int, render_mode: str | None = None
+) -> gym.Env:
     """Build one task's env: metaworld env -> goal selection -> TimeLimit(horizon) (truncation only).
 
     `render_mode="rgb_array"` makes `env.render()` return frames (needs a GL backend, e.g. MUJOCO_GL=egl).
@@ -59,7 +60,6 @@ def make_task_env(task_name: str, goals: list[Goal], goal_mode: str, horizon: in
     return env
 
 
-
 class TaskSlotEnv(gym.Env):
     """An env slot that runs a different task each episode, drawn at reset from pushed probabilities.
 
@@ -67,8 +67,15 @@ class TaskSlotEnv(gym.Env):
     Task envs are built on first use and the `max_cached` most recently used are kept.
     """
 
-    def __init__(self, task_names: list[str], goals: dict[str, list[Goal]], goal_mode: str, horizon: int,
-                 seed: int, max_cached: int = 8):
+    def __init__(
+        self,
+        task_names: list[str],
+        goals: dict[str, list[Goal]],
+        goal_mode: str,
+        horizon: int,
+        seed: int,
+        max_cached: int = 8,
+    ):
         self.task_names, self.goals, self.goal_mode, self.horizon = task_names, goals, goal_mode, horizon
         self.seed_base, self.max_cached = seed, max_cached
         self.rng = np.random.default_rng(seed)
@@ -82,7 +89,9 @@ class TaskSlotEnv(gym.Env):
     def _env(self, task: int) -> gym.Env:
         if task not in self.cache:
             name = self.task_names[task]
-            self.cache[task] = make_task_env(name, self.goals[name], self.goal_mode, self.horizon, self.seed_base + task)
+            self.cache[task] = make_task_env(
+                name, self.goals[name], self.goal_mode, self.horizon, self.seed_base + task
+            )
             while len(self.cache) > self.max_cached:
                 self.cache.popitem(last=False)[1].close()
         self.cache.move_to_end(task)

@@ -12,8 +12,17 @@ from envs.vector import COPY_SEED_STRIDE, MultiTaskVectorEnv, make_vector_env
 from envs.workers import resolve_vectorization
 from mtrl import checks
 
-ENV_KEYS = ("tasks", "protocol", "horizon", "goal_seed", "vectorization", "workers", "envs_per_task", "slots",
-            "reward_normalization")
+ENV_KEYS = (
+    "tasks",
+    "protocol",
+    "horizon",
+    "goal_seed",
+    "vectorization",
+    "workers",
+    "envs_per_task",
+    "slots",
+    "reward_normalization",
+)
 
 
 @dataclass
@@ -35,15 +44,30 @@ class EnvSpec:
         """The training env (copies, slots and reward normalisation as set) or the evaluation env (one slot per
         task, raw rewards). `render_mode="rgb_array"` builds envs that render frames (videos of evaluations).
         """
-        return make_vector_env(self.task_names, self.goals, self.protocol, seed, evaluation=evaluation,
-                               vectorization=self.vectorization, workers=self.workers, slots=self.slots,
-                               envs_per_task=self.envs_per_task, reward_normalization=self.reward_normalization,
-                               render_mode=render_mode)
+        return make_vector_env(
+            self.task_names,
+            self.goals,
+            self.protocol,
+            seed,
+            evaluation=evaluation,
+            vectorization=self.vectorization,
+            workers=self.workers,
+            slots=self.slots,
+            envs_per_task=self.envs_per_task,
+            reward_normalization=self.reward_normalization,
+            render_mode=render_mode,
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "tasks": self.task_names, "protocol": self.protocol.to_dict(),
-                "goal_seed": self.goal_seed, "envs_per_task": self.envs_per_task, "slots": self.slots,
-                "reward_normalization": self.reward_normalization}
+        return {
+            "benchmark": self.benchmark,
+            "tasks": self.task_names,
+            "protocol": self.protocol.to_dict(),
+            "goal_seed": self.goal_seed,
+            "envs_per_task": self.envs_per_task,
+            "slots": self.slots,
+            "reward_normalization": self.reward_normalization,
+        }
 
 
 def build_env_spec(env_cfg: Mapping[str, Any], seed: int) -> EnvSpec:
@@ -64,11 +88,14 @@ def build_env_spec(env_cfg: Mapping[str, Any], seed: int) -> EnvSpec:
         slots = checks.integer("env.slots", slots, 1, len(task_names))
         slots = None if slots == len(task_names) else slots
     if slots is not None and envs_per_task != 1:
-        raise checks.fail("env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot "
-                          "runs one env)")
+        raise checks.fail(
+            "env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot runs one env)"
+        )
     normalize = env_cfg.get("reward_normalization")
-    normalize = protocol.reward_normalization if normalize is None else checks.flag("env.reward_normalization",
-                                                                                     normalize)
+    normalize = (
+        protocol.reward_normalization if normalize is None else checks.flag("env.reward_normalization", normalize)
+    )
     goals = make_goals(benchmark, task_names, goal_seed)
-    return EnvSpec(benchmark, task_names, protocol, goal_seed, vectorization, goals, slots, envs_per_task, workers,
-                   normalize)
+    return EnvSpec(
+        benchmark, task_names, protocol, goal_seed, vectorization, goals, slots, envs_per_task, workers, normalize
+    )

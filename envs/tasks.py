@@ -39,9 +39,7 @@ def resolve_tasks(spec: str | Sequence[str]) -> tuple[str, list[str]]:
             return f"mt1-{task}", [task]
         if "," in key:
             return resolve_tasks([t.strip() for t in key.split(",") if t.strip()])
-        raise UserError(
-            f"unknown benchmark '{spec}'; use mt10, mt50, mt1-<task> or a list of task names"
-        )
+        raise UserError(f"unknown benchmark '{spec}'; use mt10, mt50, mt1-<task> or a list of task names")
     tasks = [_check_task(str(t)) for t in spec]
     if not tasks:
         raise UserError("env.tasks is empty; give at least one Meta-World task name")

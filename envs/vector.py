@@ -158,8 +158,13 @@ class MultiTaskVectorEnv:
         self._success |= b.success
         self._lengths += active
         episodes = [
-            EpisodeResult(int(task_ids[i]), self.task_names[task_ids[i]], float(self._returns[i]),
-                          bool(self._success[i]), int(self._lengths[i]))
+            EpisodeResult(
+                int(task_ids[i]),
+                self.task_names[task_ids[i]],
+                float(self._returns[i]),
+                bool(self._success[i]),
+                int(self._lengths[i]),
+            )
             for i in np.flatnonzero(done)
         ]
         self._returns[done] = 0.0
@@ -204,11 +209,15 @@ class MultiTaskVectorEnv:
         if state is None:
             return
         if not self.reward_normalization:
-            raise UserError("the checkpoint has a reward normaliser but env.reward_normalization is off; "
-                            "set env.reward_normalization=true to resume it")
+            raise UserError(
+                "the checkpoint has a reward normaliser but env.reward_normalization is off; "
+                "set env.reward_normalization=true to resume it"
+            )
         if len(state) != self.num_envs:
-            raise UserError(f"the checkpoint's reward normaliser has {len(state)} env slots; this env has "
-                            f"{self.num_envs} (env.envs_per_task or env.slots changed?)")
+            raise UserError(
+                f"the checkpoint's reward normaliser has {len(state)} env slots; this env has "
+                f"{self.num_envs} (env.envs_per_task or env.slots changed?)"
+            )
         self.vector_env.run("load_normalizer_state", per_env=state)
 
     def close(self) -> None:
@@ -244,16 +253,43 @@ def make_vector_env(
         slots, envs_per_task, reward_normalization = None, 1, False
     if slots is not None:
         if envs_per_task != 1:
-            raise checks.fail("env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot "
-                              "runs one env)")
-        env_fns = [partial(TaskSlotEnv, list(task_names), goals, mode, protocol.horizon, seed + 1000 * i)
-                   for i in range(slots)]
-        return MultiTaskVectorEnv(task_names, env_fns, protocol, seed, vectorization, workers=workers,
-                                  reward_normalization=reward_normalization)
+            raise checks.fail(
+                "env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot runs one env)"
+            )
+        env_fns = [
+            partial(TaskSlotEnv, list(task_names), goals, mode, protocol.horizon, seed + 1000 * i) for i in range(slots)
+        ]
+        return MultiTaskVectorEnv(
+            task_names,
+            env_fns,
+            protocol,
+            seed,
+            vectorization,
+            workers=workers,
+            reward_normalization=reward_normalization,
+        )
     offsets = [i + COPY_SEED_STRIDE * c for c in range(envs_per_task) for i in range(k)]
     slot_tasks = [i for _ in range(envs_per_task) for i in range(k)]
-    env_fns = [partial(make_task_env, task_names[i], goals[task_names[i]], mode, protocol.horizon, seed + offset,
-                       render_mode=render_mode)
-               for i, offset in zip(slot_tasks, offsets)]
-    return MultiTaskVectorEnv(task_names, env_fns, protocol, seed, vectorization, workers=workers,
-                              slot_tasks=slot_tasks, seed_offsets=offsets, reward_normalization=reward_normalization)
+    env_fns = [
+        partial(
+            make_task_env,
+            task_names[i],
+            goals[task_names[i]],
+            mode,
+            protocol.horizon,
+            seed + offset,
+            render_mode=render_mode,
+        )
+        for i, offset in zip(slot_tasks, offsets)
+    ]
+    return MultiTaskVectorEnv(
+        task_names,
+        env_fns,
+        protocol,
+        seed,
+        vectorization,
+        workers=workers,
+        slot_tasks=slot_tasks,
+        seed_offsets=offsets,
+        reward_normalization=reward_normalization,
+    )

@@ -50,8 +50,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_vectorization(vectorization: str, workers: int | str, num_envs: int,
-                          cores: int | None = None) -> tuple[str, int]:
+def resolve_vectorization(
+    vectorization: str, workers: int | str, num_envs: int, cores: int | None = None
+) -> tuple[str, int]:
     """(`sync` or `async`, worker processes; 0 for sync) for `env.vectorization` and `env.workers`.
 
     auto: async when `workers` is a number or at least MIN_CORES_FOR_ASYNC cores are usable, else sync.
@@ -80,8 +81,15 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
-def _work(block: Any, layout: BufferLayout, start: int, stop: int, env_fns: Sequence[Callable[[], gym.Env]],
-          normalize: bool, conn: Connection) -> None:
+def _work(
+    block: Any,
+    layout: BufferLayout,
+    start: int,
+    stop: int,
+    env_fns: Sequence[Callable[[], gym.Env]],
+    normalize: bool,
+    conn: Connection,
+) -> None:
     """A worker's life: build its envs over rows [start, stop) of the shared block, then serve commands."""
     from mtrl import mujoco_log
 
@@ -143,8 +151,9 @@ def _shutdown(workers: Sequence[_Worker], graceful: bool = True) -> None:
 class WorkerPool(Backend):
     """`workers` processes stepping consecutive slices of the envs built by `env_fns` (see the module doc)."""
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], task_ids: Sequence[int], normalize: bool,
-                 workers: int):
+    def __init__(
+        self, env_fns: Sequence[Callable[[], gym.Env]], task_ids: Sequence[int], normalize: bool, workers: int
+    ):
         probe = env_fns[0]()  # the spaces size the shared block before any worker exists
         self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
         layout = BufferLayout.for_env(probe, len(env_fns))
@@ -161,9 +170,12 @@ class WorkerPool(Backend):
             for index, rows in enumerate(np.array_split(np.arange(len(env_fns)), min(workers, len(env_fns)))):
                 start, stop = int(rows[0]), int(rows[-1]) + 1
                 parent, child = ctx.Pipe()
-                process = ctx.Process(target=_work, name=f"mtrl-env-worker-{index}", daemon=True,
-                                      args=(self._block, layout, start, stop, list(env_fns[start:stop]), normalize,
-                                            child))
+                process = ctx.Process(
+                    target=_work,
+                    name=f"mtrl-env-worker-{index}",
+                    daemon=True,
+                    args=(self._block, layout, start, stop, list(env_fns[start:stop]), normalize, child),
+                )
                 process.start()
                 child.close()
                 self.workers.append(_Worker(index, start, stop, process, parent))
@@ -177,7 +189,7 @@ class WorkerPool(Backend):
     def step_async(self) -> None:
         self._check_open()
         active = self.buffers.active
-        self._pending = [w for w in self.workers if active[w.start:w.stop].any()]
+        self._pending = [w for w in self.workers if active[w.start : w.stop].any()]
         for worker in self._pending:
             self._send(worker, "step", ())
 
@@ -189,7 +201,7 @@ class WorkerPool(Backend):
     def run(self, method: str, *args: Any, per_env: Sequence[Any] | None = None) -> list[Any] | None:
         self._check_open()
         for worker in self.workers:
-            head = () if per_env is None else (list(per_env[worker.start:worker.stop]),)
+            head = () if per_env is None else (list(per_env[worker.start : worker.stop]),)
             self._send(worker, method, (*head, *args))
         results = [self._receive(worker) for worker in self.workers]
         if all(result is None for result in results):
@@ -239,8 +251,7 @@ class WorkerPool(Backend):
             raise WorkerError(f"{name} died ({how}); the env worker pool is closed")
         self._force_close()
         last = remote_traceback.strip().splitlines()[-1]
-        raise WorkerError(f"{name} raised {last}; the env worker pool is closed\n"
-                          f"worker traceback:\n{remote_traceback}")
+        raise WorkerError(f"{name} raised {last}; the env worker pool is closed\nworker traceback:\n{remote_traceback}")
 
     def _force_close(self) -> None:
         """Kill every worker now (an error or an interrupt: their state no longer matters)."""

@@ -47,8 +47,12 @@ class Batch:
 
     def to(self, device: torch.device | str) -> "Batch":
         """The transitions on `device` (no copy for those already there)."""
-        return Batch(**{f.name: getattr(self, f.name) if f.name == "counts" else getattr(self, f.name).to(device)
-                        for f in fields(self)})
+        return Batch(
+            **{
+                f.name: getattr(self, f.name) if f.name == "counts" else getattr(self, f.name).to(device)
+                for f in fields(self)
+            }
+        )
 
     def __len__(self) -> int:
         return int(self.task_ids.shape[0])

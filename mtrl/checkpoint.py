@@ -86,8 +86,7 @@ def resolve(path: str | Path, which: str = "latest") -> Path:
             best = checkpoint_dir(path) / BEST
             if best.is_file():
                 return best
-            raise UserError(f"no best checkpoint in '{path}' (runs write {best} when they evaluate); "
-                            f"use which=latest")
+            raise UserError(f"no best checkpoint in '{path}' (runs write {best} when they evaluate); use which=latest")
         found = list_checkpoints(path) or list_checkpoints(path.parent)
         if found:
             return found[-1]
@@ -101,14 +100,17 @@ def run_dir_of(path: str | Path) -> Path:
     return path.parent.parent if path.is_file() else path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu", which: str = "latest") -> tuple[Path, dict[str, Any]]:
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", which: str = "latest"
+) -> tuple[Path, dict[str, Any]]:
     """Load and validate a checkpoint; a missing, truncated or foreign file is a one-line UserError."""
     file = resolve(path, which)
     try:
         state = torch.load(file, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for truncated/corrupt files
-        raise UserError(f"checkpoint '{file}' is corrupt or unreadable ({type(err).__name__}); "
-                        f"use another file from {file.parent}") from None
+        raise UserError(
+            f"checkpoint '{file}' is corrupt or unreadable ({type(err).__name__}); use another file from {file.parent}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"'{file}' is not an mtrl checkpoint (expected format '{FORMAT}')")
     if state.get("version") != VERSION:

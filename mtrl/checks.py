@@ -38,8 +38,15 @@ def integer(key: str, value: Any, low: int | None = None, high: int | None = Non
     return int(value)
 
 
-def number(key: str, value: Any, low: float | None = None, high: float | None = None, *,
-           strict_low: bool = False, strict_high: bool = False) -> float:
+def number(
+    key: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    strict_low: bool = False,
+    strict_high: bool = False,
+) -> float:
     """`value` as a finite float within the bounds (strict_* excludes that bound)."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:

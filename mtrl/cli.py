@@ -298,5 +298,13 @@ def run_collect(cfg: DictConfig) -> None:
     print(f"wrote {path}")
 
 
-__all__ = ["hydra_main", "run_train", "run_evaluate", "run_collect", "condense_hydra_error", "sweep_jobs",
-           "check_sweep", "check_train_job"]
+__all__ = [
+    "hydra_main",
+    "run_train",
+    "run_evaluate",
+    "run_collect",
+    "condense_hydra_error",
+    "sweep_jobs",
+    "check_sweep",
+    "check_train_job",
+]

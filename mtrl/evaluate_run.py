@@ -49,8 +49,9 @@ def evaluate_from_config(config: EvaluateConfig) -> EvalResult:
     """Resolve policy, tasks and protocol, evaluate, print the table and write JSON/CSV (and videos)."""
     policy = config.policy or ("agent" if config.checkpoint else None)
     if policy is None:
-        raise UserError("nothing to evaluate: give checkpoint=<run dir or checkpoint file>, "
-                        "or policy=scripted with env=<benchmark>")
+        raise UserError(
+            "nothing to evaluate: give checkpoint=<run dir or checkpoint file>, or policy=scripted with env=<benchmark>"
+        )
     act, spec, output = scripted_policy(config) if policy == "scripted" else checkpoint_policy(config)
     check_writable(output, "output")
     mujoco_log.route(mujoco_log.beside(output))  # MuJoCo's warnings beside the results
@@ -58,8 +59,15 @@ def evaluate_from_config(config: EvaluateConfig) -> EvalResult:
     env = spec.make(config.seed, evaluation=True, render_mode=None if recorder is None else "rgb_array")
     try:
         returns = spec.protocol.name == "mtrl" if config.returns is None else config.returns
-        result = evaluate(act, env, config.episodes_per_task or spec.protocol.eval_episodes, config.seed,
-                          recorder=recorder, returns=returns, progress=config.progress)
+        result = evaluate(
+            act,
+            env,
+            config.episodes_per_task or spec.protocol.eval_episodes,
+            config.seed,
+            recorder=recorder,
+            returns=returns,
+            progress=config.progress,
+        )
     finally:
         env.close()
         videos = recorder.finish() if recorder is not None else []

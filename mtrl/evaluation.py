@@ -49,17 +49,26 @@ class EvalResult:
         return float(np.mean([t.success_rate for t in self.tasks]))
 
     def to_dict(self) -> dict:
-        return {"protocol": self.protocol, "seed": self.seed, "mean_success": self.mean_success,
-                "seconds": self.seconds, "env_steps": self.env_steps, "tasks": [asdict(t) for t in self.tasks]}
+        return {
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "mean_success": self.mean_success,
+            "seconds": self.seconds,
+            "env_steps": self.env_steps,
+            "tasks": [asdict(t) for t in self.tasks],
+        }
 
     def table(self) -> str:
         """A plain-text per-task table with the mean success over tasks ("-": return not measured)."""
         width = max(len("mean over tasks"), *(len(t.task) for t in self.tasks))
         lines = [f"{'task':<{width}}  success  mean_return  episodes"]
-        lines += [f"{t.task:<{width}}  {t.success_rate:7.3f}  {_cell(t.mean_return):>11}  {t.episodes:8d}"
-                  for t in self.tasks]
-        lines.append(f"{'mean over tasks':<{width}}  {self.mean_success:7.3f}   (protocol={self.protocol}, "
-                     f"seed={self.seed}; {self.env_steps} env steps in {self.seconds:.1f} s)")
+        lines += [
+            f"{t.task:<{width}}  {t.success_rate:7.3f}  {_cell(t.mean_return):>11}  {t.episodes:8d}" for t in self.tasks
+        ]
+        lines.append(
+            f"{'mean over tasks':<{width}}  {self.mean_success:7.3f}   (protocol={self.protocol}, "
+            f"seed={self.seed}; {self.env_steps} env steps in {self.seconds:.1f} s)"
+        )
         return "\n".join(lines)
 
     def write(self, json_path: Path) -> tuple[Path, Path]:
@@ -71,8 +80,9 @@ class EvalResult:
         with csv_path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["task", "success_rate", "mean_return", "episodes"])
-            writer.writerows([t.task, t.success_rate, "" if t.mean_return is None else t.mean_return, t.episodes]
-                             for t in self.tasks)
+            writer.writerows(
+                [t.task, t.success_rate, "" if t.mean_return is None else t.mean_return, t.episodes] for t in self.tasks
+            )
         return json_path, csv_path
 
 
@@ -88,8 +98,16 @@ class StepRecorder(Protocol):
     def after_step(self, step: StepResult) -> None: ...
 
 
-def evaluate(policy: PolicyFn, env: MultiTaskVectorEnv, episodes_per_task: int, seed: int,
-             recorder: StepRecorder | None = None, *, returns: bool = False, progress: bool = True) -> EvalResult:
+def evaluate(
+    policy: PolicyFn,
+    env: MultiTaskVectorEnv,
+    episodes_per_task: int,
+    seed: int,
+    recorder: StepRecorder | None = None,
+    *,
+    returns: bool = False,
+    progress: bool = True,
+) -> EvalResult:
     """Run `episodes_per_task` episodes of every task (one env slot per task); goals restart at goal 0.
 
     Episodes end at their first success unless `returns` is set or a `recorder` is attached (module doc).
@@ -108,8 +126,15 @@ def evaluate(policy: PolicyFn, env: MultiTaskVectorEnv, episodes_per_task: int, 
     successes: list[list[bool]] = [[] for _ in range(k)]
     done = np.zeros(k, dtype=np.int64)
     env_steps = succeeded = 0
-    bar = tqdm(total=k * episodes_per_task, desc="eval", unit="episode", leave=False, file=sys.stderr,
-               dynamic_ncols=True, disable=not progress)
+    bar = tqdm(
+        total=k * episodes_per_task,
+        desc="eval",
+        unit="episode",
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not progress,
+    )
     try:
         while (done < episodes_per_task).any():
             # A recorder may want more episodes of a slot than are evaluated: it keeps every slot stepping.
@@ -133,7 +158,13 @@ def evaluate(policy: PolicyFn, env: MultiTaskVectorEnv, episodes_per_task: int, 
     finally:
         bar.close()
     env.set_end_on_success(False)
-    tasks = [TaskResult(name, float(np.mean(successes[i])),
-                        float(np.mean(episode_returns[i])) if full_length else None, episodes_per_task)
-             for i, name in enumerate(env.task_names)]
+    tasks = [
+        TaskResult(
+            name,
+            float(np.mean(successes[i])),
+            float(np.mean(episode_returns[i])) if full_length else None,
+            episodes_per_task,
+        )
+        for i, name in enumerate(env.task_names)
+    ]
     return EvalResult(env.protocol.name, seed, tasks, time.perf_counter() - start, env_steps)

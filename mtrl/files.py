@@ -11,9 +11,13 @@ from mtrl.errors import UserError
 
 
 def _reason(err: OSError) -> str:
-    return {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.ENOTDIR:
-            "a part of the path is a file", errno.EEXIST: "a file is in the way", errno.ENOSPC:
-            "no space left"}.get(err.errno, err.strerror or type(err).__name__)
+    return {
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.ENOTDIR: "a part of the path is a file",
+        errno.EEXIST: "a file is in the way",
+        errno.ENOSPC: "no space left",
+    }.get(err.errno, err.strerror or type(err).__name__)
 
 
 def check_directory(path: str | Path, key: str) -> Path:

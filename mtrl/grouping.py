@@ -41,8 +41,10 @@ from mtrl.errors import UserError
 EXACT_AUTO = 12
 EXACT_LIMIT = 14
 OPTIONS = ("groups", "network", "singletons", "search", "beam_width")
-USAGE = ("usage: python -m mtrl.grouping <run dir> [groups=2] [network=critic|actor] [singletons=forbid|allow] "
-         "[search=auto|exact|beam] [beam_width=64]")
+USAGE = (
+    "usage: python -m mtrl.grouping <run dir> [groups=2] [network=critic|actor] [singletons=forbid|allow] "
+    "[search=auto|exact|beam] [beam_width=64]"
+)
 
 
 @dataclass
@@ -152,8 +154,8 @@ def best_partition_beam(Z: np.ndarray, max_groups: int, singletons: str = "forbi
         for groups, totals in beam:
             options = [(g + (task,), t + float(S[task, list(g)].sum())) for g, t in zip(groups, totals)]
             for index, (grown, total) in enumerate(options):
-                key = groups[:index] + (grown,) + groups[index + 1:]
-                children[key] = totals[:index] + (total,) + totals[index + 1:]
+                key = groups[:index] + (grown,) + groups[index + 1 :]
+                children[key] = totals[:index] + (total,) + totals[index + 1 :]
             if len(groups) < max_groups:
                 children[groups + ((task,),)] = totals + (0.0,)
 
@@ -162,8 +164,9 @@ def best_partition_beam(Z: np.ndarray, max_groups: int, singletons: str = "forbi
             return sum(t / (len(g) - 1) for g, t in zip(groups, totals) if len(g) > 1)
 
         beam = sorted(children.items(), key=lambda item: (-partial(item), item[0]))[:width]
-    feasible = [[list(g) for g in groups] for groups, _ in beam
-                if singletons == "allow" or all(len(g) > 1 for g in groups)]
+    feasible = [
+        [list(g) for g in groups] for groups, _ in beam if singletons == "allow" or all(len(g) > 1 for g in groups)
+    ]
     start = feasible[0] if feasible else [list(range(k))]
     groups = _local_search(Z, start, max_groups, singletons)
     return Grouping(groups, partition_score(Z, groups, singletons), "beam")
@@ -207,8 +210,9 @@ def _neighbours(groups: list[list[int]], max_groups: int, k: int):
                 yield swapped
 
 
-def best_partition(Z: np.ndarray, max_groups: int, singletons: str = "forbid", search: str = "auto",
-                   beam_width: int = 64) -> Grouping:
+def best_partition(
+    Z: np.ndarray, max_groups: int, singletons: str = "forbid", search: str = "auto", beam_width: int = 64
+) -> Grouping:
     """The best (exact) or a good (beam) partition of the tasks of affinity matrix ``Z`` (K, K)."""
     k = Z.shape[0]
     off_diagonal = ~np.eye(k, dtype=bool)
@@ -253,8 +257,9 @@ def read_run(run_dir: Path) -> tuple[list[str], AffinityAccumulator, dict]:
     try:
         tasks = [str(t) for t in json.loads(env_file.read_text())["tasks"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"cannot read the task names from {env_file} ({type(err).__name__}); "
-                        f"is '{run_dir}' a run directory?") from None
+        raise UserError(
+            f"cannot read the task names from {env_file} ({type(err).__name__}); is '{run_dir}' a run directory?"
+        ) from None
     acc = AffinityAccumulator.load(run_dir)
     if acc.tasks != tasks:
         raise UserError(f"{run_dir / AFFINITY_FILE} holds tasks {acc.tasks} but env.json has {tasks}")
@@ -278,21 +283,28 @@ def report(run_dir: Path, options: dict[str, str]) -> str:
     network, singletons = options.get("network"), options.get("singletons", "forbid")
     max_groups = _integer(options, "groups", 2)
     Z = acc.mean(network)
-    result = best_partition(Z, max_groups, singletons, options.get("search", "auto"),
-                            _integer(options, "beam_width", 64))
+    result = best_partition(
+        Z, max_groups, singletons, options.get("search", "auto"), _integer(options, "beam_width", 64)
+    )
     measured = ", ".join(f"{n}: {int(acc.counts[n].max())} measurements" for n in acc.networks)
     using = network or (acc.networks[0] if len(acc.networks) == 1 else f"the mean over {', '.join(acc.networks)}")
-    lines = [f"affinities: {run_dir / AFFINITY_FILE} ({measured}; using {using})",
-             (f"best partition into at most {max_groups} group(s) ({result.search} search, singletons={singletons}); "
-              "score = mean over tasks of the mean affinity onto each task from its group"),
-             f"score: {result.score:.6g}"]
+    lines = [
+        f"affinities: {run_dir / AFFINITY_FILE} ({measured}; using {using})",
+        (
+            f"best partition into at most {max_groups} group(s) ({result.search} search, singletons={singletons}); "
+            "score = mean over tasks of the mean affinity onto each task from its group"
+        ),
+        f"score: {result.score:.6g}",
+    ]
     for i, group in enumerate(result.groups, 1):
         mean_onto = group_value(Z, group, "allow") / len(group)
         names = ", ".join(tasks[t] for t in group)
         lines.append(f"  group {i} (mean affinity onto its tasks {mean_onto:.6g}): {names}")
     protocol = (config.get("env") or {}).get("protocol")
-    lines += ["train each group (add the other overrides of the original run):",
-              "  " + sweep_command(tasks, result.groups, protocol)]
+    lines += [
+        "train each group (add the other overrides of the original run):",
+        "  " + sweep_command(tasks, result.groups, protocol),
+    ]
     return "\n".join(lines)
 
 

@@ -44,9 +44,11 @@ class DivergenceGuard:
                 worst = candidate if worst is None or candidate[0] < worst[0] else worst
         if worst is not None:
             update, name, task = worst
-            raise UserError(f"training diverged: {name} of {self.task_names[task]} became non-finite at update "
-                            f"{update} (stopped at {step_unit} {step}); checkpoints keep only finite weights: "
-                            f"lower the learning rates or resume from an earlier checkpoint")
+            raise UserError(
+                f"training diverged: {name} of {self.task_names[task]} became non-finite at update "
+                f"{update} (stopped at {step_unit} {step}); checkpoints keep only finite weights: "
+                f"lower the learning rates or resume from an earlier checkpoint"
+            )
 
 
 def check_finite_weights(modules: Mapping[str, nn.Module], step_unit: str, step: int) -> None:
@@ -54,9 +56,11 @@ def check_finite_weights(modules: Mapping[str, nn.Module], step_unit: str, step:
     for owner, module in modules.items():
         for name, param in module.named_parameters():
             if not torch.isfinite(param).all():
-                raise UserError(f"training diverged: {owner} weight {name} is non-finite at {step_unit} {step}; "
-                                f"nothing was checkpointed: lower the learning rates or resume from an earlier "
-                                f"checkpoint")
+                raise UserError(
+                    f"training diverged: {owner} weight {name} is non-finite at {step_unit} {step}; "
+                    f"nothing was checkpointed: lower the learning rates or resume from an earlier "
+                    f"checkpoint"
+                )
 
 
 def check_actions(actions: np.ndarray, where: str) -> np.ndarray:
@@ -65,7 +69,9 @@ def check_actions(actions: np.ndarray, where: str) -> np.ndarray:
     rows = np.atleast_2d(actions)
     bad = ~np.isfinite(rows).all(axis=1)
     if bad.any():
-        raise UserError(f"{where}: the policy produced non-finite actions (NaN or inf) in {int(bad.sum())} of "
-                        f"{len(rows)} envs; nothing is scored or stored from a diverged policy: use an earlier "
-                        f"checkpoint or retrain with smaller learning rates")
+        raise UserError(
+            f"{where}: the policy produced non-finite actions (NaN or inf) in {int(bad.sum())} of "
+            f"{len(rows)} envs; nothing is scored or stored from a diverged policy: use an earlier "
+            f"checkpoint or retrain with smaller learning rates"
+        )
     return actions

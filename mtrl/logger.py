@@ -47,8 +47,10 @@ class ProgressLines:
         rate = (self.n - start_n) / max(now - start, 1e-9)
         eta = tqdm.format_interval((self.total - self.n) / rate) if rate > 0 else "?"
         extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
-        return (f"{self.unit} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%), "
-                f"{rate:.0f} {self.unit}/s, eta {eta}{extra}")
+        return (
+            f"{self.unit} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%), "
+            f"{rate:.0f} {self.unit}/s, eta {eta}{extra}"
+        )
 
     def set_postfix(self, postfix: dict[str, Any], refresh: bool = False) -> None:
         self.postfix = dict(postfix)
@@ -66,15 +68,30 @@ class RunLogger:
     #: Set by the command line in sweep jobs: progress lines naming the job instead of a bar (module doc).
     line_mode: ClassVar[LineMode | None] = None
 
-    def __init__(self, run_dir: Path, task_names: Sequence[str], total_steps: int, start_step: int,
-                 progress: bool, window: int = 10, unit: str = "step", description: str = "train"):
+    def __init__(
+        self,
+        run_dir: Path,
+        task_names: Sequence[str],
+        total_steps: int,
+        start_step: int,
+        progress: bool,
+        window: int = 10,
+        unit: str = "step",
+        description: str = "train",
+    ):
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
         self.task_names = list(task_names)
         if self.line_mode is not None:
             self.bar = ProgressLines(self.line_mode, total_steps, start_step, unit, quiet=not progress)
         else:
-            self.bar = tqdm(total=total_steps, initial=start_step, unit=unit, dynamic_ncols=True,
-                            disable=not progress, desc=description)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=start_step,
+                unit=unit,
+                dynamic_ncols=True,
+                disable=not progress,
+                desc=description,
+            )
         self.recent_success = [deque(maxlen=window) for _ in self.task_names]
         self.recent_return = [deque(maxlen=window) for _ in self.task_names]
 

@@ -50,8 +50,15 @@ class OfflineTrainer(RunBase):
         """Train for total_steps updates (or until a signal), evaluating and checkpointing on schedule."""
         config = self.config
         self.prepare_directory({**self.spec.describe(), **self.data.describe})
-        log = RunLogger(self.run_dir, self.spec.task_names, config.total_steps, self.step, config.progress,
-                        unit="update", description=f"offline[{self.agent.name},{self.data.sharing}]")
+        log = RunLogger(
+            self.run_dir,
+            self.spec.task_names,
+            config.total_steps,
+            self.step,
+            config.progress,
+            unit="update",
+            description=f"offline[{self.agent.name},{self.data.sharing}]",
+        )
         task_q = self.agent.task_q if self.agent.has_q else None
         with self.session(log):
             while self.step < config.total_steps and not self.stop_requested:

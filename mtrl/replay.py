@@ -74,8 +74,11 @@ def replay_device(config: Any, agent_device: torch.device, bytes_needed: int) ->
         return torch.device("cpu")
     if fits(bytes_needed, agent_device):
         return agent_device
-    warnings.warn(f"replay_device=auto: the replay needs {_gib(bytes_needed)} but {agent_device} has "
-                  f"{_gib(free_device_bytes(agent_device))} free; keeping it on the CPU", stacklevel=2)
+    warnings.warn(
+        f"replay_device=auto: the replay needs {_gib(bytes_needed)} but {agent_device} has "
+        f"{_gib(free_device_bytes(agent_device))} free; keeping it on the CPU",
+        stacklevel=2,
+    )
     return torch.device("cpu")
 
 
@@ -94,8 +97,11 @@ class HostStorage:
     def sample(self, counts: Counts, sizes: np.ndarray) -> Batch:
         """`counts[k]` uniform draws (with replacement) from the first `sizes[k]` rows of task k."""
         tasks = np.repeat(np.arange(len(counts)), counts)
-        index = np.concatenate([self.rng.integers(0, sizes[k], n) for k, n in enumerate(counts)]
-                               ) if len(tasks) else np.zeros(0, np.int64)
+        index = (
+            np.concatenate([self.rng.integers(0, sizes[k], n) for k, n in enumerate(counts)])
+            if len(tasks)
+            else np.zeros(0, np.int64)
+        )
         data = {name: torch.from_numpy(array[tasks, index]) for name, array in self.arrays.items()}
         return Batch(**data, task_ids=torch.from_numpy(tasks), counts=counts)
 
@@ -126,11 +132,13 @@ class DeviceStorage:
     the device, scaled by the per-task sizes (a device copy updated with each write).
     """
 
-    def __init__(self, num_tasks: int, capacity: int, widths: dict[str, tuple[int, ...]], seed: int,
-                 device: torch.device):
+    def __init__(
+        self, num_tasks: int, capacity: int, widths: dict[str, tuple[int, ...]], seed: int, device: torch.device
+    ):
         self.capacity, self.device = capacity, device
-        self.tensors = {name: torch.zeros((num_tasks * capacity, *shape), device=device)
-                        for name, shape in widths.items()}
+        self.tensors = {
+            name: torch.zeros((num_tasks * capacity, *shape), device=device) for name, shape in widths.items()
+        }
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         self.sizes = torch.zeros(num_tasks, dtype=torch.long, device=device)
@@ -149,11 +157,12 @@ class DeviceStorage:
         flat, keep = np.unique(flat[::-1], return_index=True)
         keep = len(task_ids) - 1 - keep
         widths = {name: int(np.prod(t.shape[1:])) for name, t in self.tensors.items()}
-        packed = np.concatenate([np.asarray(values[name], np.float32)[keep].reshape(len(keep), -1)
-                                 for name in self.tensors], axis=1)
+        packed = np.concatenate(
+            [np.asarray(values[name], np.float32)[keep].reshape(len(keep), -1) for name in self.tensors], axis=1
+        )
         rows = self._upload(packed)
         index_and_sizes = self._upload(np.concatenate([flat, sizes]).astype(np.int64))
-        index, self.sizes = index_and_sizes[: len(flat)], index_and_sizes[len(flat):]
+        index, self.sizes = index_and_sizes[: len(flat)], index_and_sizes[len(flat) :]
         for tensor, column in zip(self.tensors.values(), rows.split(list(widths.values()), dim=1)):
             tensor.index_copy_(0, index, column.reshape(-1, *tensor.shape[1:]))
 
@@ -174,8 +183,10 @@ class DeviceStorage:
     def export(self, filled: int) -> dict[str, np.ndarray]:
         """The first `filled` rows of every ring, as (K, filled, ...) host arrays (the checkpoint format)."""
         k = self.sizes.shape[0]
-        return {name: tensor.view(k, self.capacity, *tensor.shape[1:])[:, :filled].cpu().numpy()
-                for name, tensor in self.tensors.items()}
+        return {
+            name: tensor.view(k, self.capacity, *tensor.shape[1:])[:, :filled].cpu().numpy()
+            for name, tensor in self.tensors.items()
+        }
 
     def restore(self, stored: dict[str, np.ndarray], sizes: np.ndarray) -> None:
         """Put back what `export` returned, and the rings' sizes."""
@@ -203,8 +214,15 @@ class MultiTaskReplay:
     with its replay elsewhere; the sampling stream then restarts from the seed (numpy and device streams differ).
     """
 
-    def __init__(self, num_tasks: int, capacity_per_task: int, obs_dim: int, act_dim: int, seed: int,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        num_tasks: int,
+        capacity_per_task: int,
+        obs_dim: int,
+        act_dim: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ):
         if capacity_per_task < 1:
             raise UserError(f"replay capacity per task is {capacity_per_task}; it must be at least 1")
         self.num_tasks = num_tasks
@@ -218,9 +236,11 @@ class MultiTaskReplay:
             return
         needed = replay_bytes(num_tasks, capacity_per_task, obs_dim, act_dim)
         if self.device.type == "cuda" and not fits(needed, self.device):
-            raise UserError(f"replay_device={self.device}: the replay needs {_gib(needed)} (+{_gib(HEADROOM_BYTES)} "
-                            f"headroom) but {self.device} has {_gib(free_device_bytes(self.device))} free; lower "
-                            f"replay_capacity or set replay_device=cpu")
+            raise UserError(
+                f"replay_device={self.device}: the replay needs {_gib(needed)} (+{_gib(HEADROOM_BYTES)} "
+                f"headroom) but {self.device} has {_gib(free_device_bytes(self.device))} free; lower "
+                f"replay_capacity or set replay_device=cpu"
+            )
         self.storage = DeviceStorage(num_tasks, capacity_per_task, widths, seed, self.device)
 
     def _claim_slots(self, task_ids: np.ndarray) -> np.ndarray:
@@ -232,8 +252,15 @@ class MultiTaskReplay:
         self.sizes[task_ids] = np.minimum(self.sizes[task_ids] + 1, self.capacity)
         return slots
 
-    def add(self, task_ids: np.ndarray, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-            next_obs: np.ndarray, terminated: np.ndarray) -> None:
+    def add(
+        self,
+        task_ids: np.ndarray,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None:
         """Store one transition per row; row i goes to task `task_ids[i]` (ids may repeat)."""
         task_ids = np.asarray(task_ids, np.int64)
         slots = self._claim_slots(task_ids)
@@ -250,8 +277,12 @@ class MultiTaskReplay:
 
     def state_dict(self) -> dict:
         """Everything needed to restore the buffer exactly (only the filled part of each ring)."""
-        return {"storage": self.storage.export(int(self.sizes.max())), "position": self.position.copy(),
-                "sizes": self.sizes.copy(), **self.storage.rng_state()}
+        return {
+            "storage": self.storage.export(int(self.sizes.max())),
+            "position": self.position.copy(),
+            "sizes": self.sizes.copy(),
+            **self.storage.rng_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         filled = state["storage"]["obs"].shape[1]

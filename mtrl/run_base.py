@@ -43,8 +43,10 @@ def claim_run_directory(run_dir: Path, config: TrainConfig) -> None:
     resumes_here = config.resume is not None and checkpoint.run_dir_of(config.resume).resolve() == run_dir.resolve()
     if held and not resumes_here:
         if not config.overwrite:
-            raise UserError(f"run_dir '{run_dir}' already holds a run ({', '.join(held)}); continue it with "
-                            f"resume={run_dir}, choose another run_dir, or pass overwrite=true to delete it")
+            raise UserError(
+                f"run_dir '{run_dir}' already holds a run ({', '.join(held)}); continue it with "
+                f"resume={run_dir}, choose another run_dir, or pass overwrite=true to delete it"
+            )
         for target in (run_dir / name for name in RUN_FILES):
             if target.is_dir():
                 shutil.rmtree(target)
@@ -112,8 +114,9 @@ class RunBase:
         file, state = checkpoint.load(self.config.resume)
         saved_mode = state.get("mode", "online")
         if saved_mode != self.mode:
-            raise UserError(f"checkpoint '{file}' is from an {saved_mode} run; mode={self.mode} resumes "
-                            f"{self.mode} runs only")
+            raise UserError(
+                f"checkpoint '{file}' is from an {saved_mode} run; mode={self.mode} resumes {self.mode} runs only"
+            )
         self.resume_file = file
         return state
 
@@ -123,19 +126,27 @@ class RunBase:
         if saved_tasks != self.spec.task_names:
             raise UserError(f"checkpoint was trained on tasks {saved_tasks}; this config has {self.spec.task_names}")
         if state["env"]["protocol"]["name"] != self.spec.protocol.name:
-            raise UserError(f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
-                            f"this config has '{self.spec.protocol.name}'")
+            raise UserError(
+                f"checkpoint used protocol '{state['env']['protocol']['name']}'; "
+                f"this config has '{self.spec.protocol.name}'"
+            )
         saved = parse_train(state["config"])
-        for key, ours, theirs in (("agent", self.config.agent.name, saved.agent.name),
-                                  ("balancer", self.config.balancer.name, saved.balancer.name),
-                                  ("actor.encoder", self.config.actor_encoder.name, saved.actor_encoder.name),
-                                  ("critic.encoder", self.config.critic_encoder.name, saved.critic_encoder.name)):
+        for key, ours, theirs in (
+            ("agent", self.config.agent.name, saved.agent.name),
+            ("balancer", self.config.balancer.name, saved.balancer.name),
+            ("actor.encoder", self.config.actor_encoder.name, saved.actor_encoder.name),
+            ("critic.encoder", self.config.critic_encoder.name, saved.critic_encoder.name),
+        ):
             if ours != theirs:
-                raise UserError(f"checkpoint was trained with {key}={theirs}; this config has {key}={ours} "
-                                f"(resume with {key}={theirs}, or start a new run)")
+                raise UserError(
+                    f"checkpoint was trained with {key}={theirs}; this config has {key}={ours} "
+                    f"(resume with {key}={theirs}, or start a new run)"
+                )
         if int(state["step"]) > self.config.total_steps:
-            raise UserError(f"total_steps={self.config.total_steps} is below the checkpoint's {self.step_unit} "
-                            f"{state['step']}; resume with a larger total_steps")
+            raise UserError(
+                f"total_steps={self.config.total_steps} is below the checkpoint's {self.step_unit} "
+                f"{state['step']}; resume with a larger total_steps"
+            )
         self.agent.load_state_dict(state["agent"])
         self.step = int(state["step"])
         self.best = state.get("best")
@@ -171,9 +182,17 @@ class RunBase:
 
     def save_checkpoint(self) -> Path:
         check_finite_weights({net: getattr(self.agent, net) for net in self.agent.networks}, self.step_unit, self.step)
-        state = {"mode": self.mode, "config": self.config.raw, "env": self.spec.describe(), "dims": self.dims,
-                 "agent": self.agent.state_dict(), "rng": rng_states(), "best": self.best,
-                 "affinity": self.affinity.state_dict(), **self.trainer_state()}
+        state = {
+            "mode": self.mode,
+            "config": self.config.raw,
+            "env": self.spec.describe(),
+            "dims": self.dims,
+            "agent": self.agent.state_dict(),
+            "rng": rng_states(),
+            "best": self.best,
+            "affinity": self.affinity.state_dict(),
+            **self.trainer_state(),
+        }
         self.last_checkpoint = self.step
         return checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
 
@@ -185,10 +204,14 @@ class RunBase:
         episodes = self.config.eval_episodes or self.spec.protocol.eval_episodes
         returns = self.config.eval_returns
         where = f"evaluation at {self.step_unit} {self.step}"
-        result = evaluate(lambda o, t: check_actions(self.agent.act(o, t, deterministic=True), where), self.eval_env,
-                          episodes, self.config.seed + EVAL_SEED_OFFSET,
-                          progress=self.config.progress and RunLogger.line_mode is None,  # no bars in sweep jobs
-                          returns=self.spec.protocol.name == "mtrl" if returns is None else returns)
+        result = evaluate(
+            lambda o, t: check_actions(self.agent.act(o, t, deterministic=True), where),
+            self.eval_env,
+            episodes,
+            self.config.seed + EVAL_SEED_OFFSET,
+            progress=self.config.progress and RunLogger.line_mode is None,  # no bars in sweep jobs
+            returns=self.spec.protocol.name == "mtrl" if returns is None else returns,
+        )
         result.write(self.run_dir / "eval" / f"step_{self.step:012d}.json")
         return result
 
@@ -197,8 +220,9 @@ class RunBase:
         log.per_task("eval/success", [t.success_rate for t in result.tasks], self.step)
         if all(t.mean_return is not None for t in result.tasks):  # None: episodes ended at their first success
             log.per_task("eval/return", [t.mean_return for t in result.tasks], self.step)
-        log.message(f"{self.step_unit} {self.step}: eval mean success {result.mean_success:.3f} "
-                    f"({result.protocol} protocol)")
+        log.message(
+            f"{self.step_unit} {self.step}: eval mean success {result.mean_success:.3f} ({result.protocol} protocol)"
+        )
         self.result, self.last_eval = result, self.step
         self.keep_if_best(result)
         return result
@@ -213,9 +237,18 @@ class RunBase:
         if self.best is not None and tuple(self.best["score"]) >= score:
             return
         self.best = {"step": self.step, "score": list(score)}
-        checkpoint.save_best(self.run_dir, self.step, {"mode": self.mode, "config": self.config.raw,
-                                                       "env": self.spec.describe(), "dims": self.dims,
-                                                       "agent": self.agent.state_dict(), "best": self.best})
+        checkpoint.save_best(
+            self.run_dir,
+            self.step,
+            {
+                "mode": self.mode,
+                "config": self.config.raw,
+                "env": self.spec.describe(),
+                "dims": self.dims,
+                "agent": self.agent.state_dict(),
+                "best": self.best,
+            },
+        )
 
     # ----- the periodic schedule -------------------------------------------------------------------
     def tick(self, log: RunLogger, before: int) -> None:

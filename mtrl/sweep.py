@@ -61,7 +61,7 @@ def job_name(overrides: Iterable[str], exclude_keys: Iterable[str] = ()) -> str:
     name = _UNSAFE.sub("_", ",".join(item for _, item in sorted(kept)))
     if len(name.encode()) > MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[:MAX_NAME - 12]}_{digest}"
+        name = f"{name[: MAX_NAME - 12]}_{digest}"
     return name
 
 
@@ -123,8 +123,11 @@ def prepare_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> DictConfig | 
     resume = options.get("resume_unfinished", True)
     status = run_status(run_dir)
     if skip and status.finished(cfg.total_steps):
-        print(f"skipping {run_dir}: it holds a finished run (checkpoint and evaluation at step "
-              f"{status.checkpoint_step} >= total_steps={cfg.total_steps})", flush=True)
+        print(
+            f"skipping {run_dir}: it holds a finished run (checkpoint and evaluation at step "
+            f"{status.checkpoint_step} >= total_steps={cfg.total_steps})",
+            flush=True,
+        )
         return None
     if resume and status.checkpoint_step is not None and cfg.resume is None:
         _check_same_tasks(cfg, run_dir)
@@ -145,8 +148,10 @@ def _check_same_tasks(cfg: DictConfig, run_dir: Path) -> None:
     saved = json.loads(env_file.read_text()).get("tasks")
     _, wanted = resolve_tasks(OmegaConf.to_container(cfg.env, resolve=True)["tasks"])
     if saved != wanted:
-        raise UserError(f"sweep job directory {run_dir} holds a run on tasks {saved}, this job trains on {wanted}; "
-                        f"use another sweep.name or hydra.sweep.dir")
+        raise UserError(
+            f"sweep job directory {run_dir} holds a run on tasks {saved}, this job trains on {wanted}; "
+            f"use another sweep.name or hydra.sweep.dir"
+        )
 
 
 def sweep_summary(sweep_dir: Path) -> dict[str, list[Path]]:

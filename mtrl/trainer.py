@@ -26,12 +26,16 @@ def check_can_learn(config: TrainConfig, num_tasks: int) -> None:
     """Refuse configurations that would finish without a single update (and so report an untrained agent)."""
     capacity = config.replay_capacity // num_tasks
     if capacity < config.batch_size_per_task:
-        raise UserError(f"replay_capacity={config.replay_capacity} holds {capacity} transitions per task, fewer than "
-                        f"batch_size_per_task={config.batch_size_per_task}: no update could ever run; raise "
-                        f"replay_capacity to at least {config.batch_size_per_task * num_tasks}")
+        raise UserError(
+            f"replay_capacity={config.replay_capacity} holds {capacity} transitions per task, fewer than "
+            f"batch_size_per_task={config.batch_size_per_task}: no update could ever run; raise "
+            f"replay_capacity to at least {config.batch_size_per_task * num_tasks}"
+        )
     if config.warmup_steps >= config.total_steps:
-        raise UserError(f"warmup_steps={config.warmup_steps} >= total_steps={config.total_steps}: the run would end "
-                        f"before its first update; lower warmup_steps or raise total_steps")
+        raise UserError(
+            f"warmup_steps={config.warmup_steps} >= total_steps={config.total_steps}: the run would end "
+            f"before its first update; lower warmup_steps or raise total_steps"
+        )
     if config.updates_per_step == 0:
         raise UserError("updates_per_step=0 trains nothing; expected a number > 0")
 
@@ -52,8 +56,14 @@ class Trainer(RunBase):
         self.attach_agent(agent)
         capacity = config.replay_capacity // self.num_tasks
         size = replay_bytes(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim)
-        self.replay = MultiTaskReplay(self.num_tasks, capacity, self.env.obs_dim, self.env.act_dim, config.seed,
-                                      device=replay_device(config, agent.device, size))
+        self.replay = MultiTaskReplay(
+            self.num_tasks,
+            capacity,
+            self.env.obs_dim,
+            self.env.act_dim,
+            config.seed,
+            device=replay_device(config, agent.device, size),
+        )
         self.curriculum = CurriculumDriver.from_config(config.curriculum, self.num_tasks)
         self.updates = 0
         self.update_budget = 0.0
@@ -72,10 +82,14 @@ class Trainer(RunBase):
         self.env.load_normalizer_state(state.get("reward_normalizer"))
 
     def trainer_state(self) -> dict[str, Any]:
-        return {"updates": self.updates, "update_budget": self.update_budget,
-                "env_action_rng": self.env.action_rng.bit_generator.state,
-                "replay": self.replay.state_dict() if self.config.save_replay else None,
-                "curriculum": self.curriculum.state_dict(), "reward_normalizer": self.env.normalizer_state()}
+        return {
+            "updates": self.updates,
+            "update_budget": self.update_budget,
+            "env_action_rng": self.env.action_rng.bit_generator.state,
+            "replay": self.replay.state_dict() if self.config.save_replay else None,
+            "curriculum": self.curriculum.state_dict(),
+            "reward_normalizer": self.env.normalizer_state(),
+        }
 
     # ----- the loop ---------------------------------------------------------------------------------------
     def run(self) -> EvalResult | None:

@@ -37,8 +37,10 @@ class RenderingUnavailable(UserError):
 def rendering_hint() -> str:
     backend = os.environ.get("MUJOCO_GL")
     now = f"MUJOCO_GL={backend}" if backend else "MUJOCO_GL is not set"
-    return (f"{now}; for headless rendering start Python with MUJOCO_GL=egl (needs libEGL, e.g. apt-get install "
-            f"libegl1) or MUJOCO_GL=osmesa (needs libosmesa6)")
+    return (
+        f"{now}; for headless rendering start Python with MUJOCO_GL=egl (needs libEGL, e.g. apt-get install "
+        f"libegl1) or MUJOCO_GL=osmesa (needs libosmesa6)"
+    )
 
 
 class VideoRecorder:
@@ -48,8 +50,14 @@ class VideoRecorder:
     `finish()`); without it, frames stay in `self.frames` (for tests and library use).
     """
 
-    def __init__(self, task_names: Sequence[str], episodes: int = 1, directory: Path | None = None,
-                 fmt: str = "mp4", fps: int = 30):
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        episodes: int = 1,
+        directory: Path | None = None,
+        fmt: str = "mp4",
+        fps: int = 30,
+    ):
         if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
             raise UserError(f"video_episodes={episodes} is not allowed; expected an integer > 0")
         if fmt not in FORMATS:
@@ -82,8 +90,14 @@ class VideoRecorder:
         if not slots:
             return
         for slot, frame in zip(slots, render_slots(env, slots)):
-            frame = annotate(frame, self.task_names[slot], int(self.finished[slot]), int(self.t[slot]),
-                             bool(self.flag[slot]), bool(self.succeeded[slot]))
+            frame = annotate(
+                frame,
+                self.task_names[slot],
+                int(self.finished[slot]),
+                int(self.t[slot]),
+                bool(self.flag[slot]),
+                bool(self.succeeded[slot]),
+            )
             self.frame_counts[slot] += 1
             if self.directory is not None and self.fmt == "mp4":
                 if slot not in self.writers:
@@ -128,8 +142,10 @@ def render_slots(env: MultiTaskVectorEnv, slots: Sequence[int]) -> list[np.ndarr
             every = vector_env.call("render")
             frames = [every[i] for i in slots]
     except Exception as err:  # mujoco.FatalError and friends when no GL context can be made
-        raise RenderingUnavailable(f"cannot render MuJoCo frames ({type(err).__name__}: "
-                                   f"{str(err).splitlines()[0] if str(err) else ''}); {rendering_hint()}") from None
+        raise RenderingUnavailable(
+            f"cannot render MuJoCo frames ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); {rendering_hint()}"
+        ) from None
     if any(frame is None for frame in frames):
         raise UserError("the evaluation env renders no frames; build it with render_mode='rgb_array'")
     return [np.asarray(frame, dtype=np.uint8) for frame in frames]
@@ -167,10 +183,19 @@ def mp4_writer(path: Path, fps: int = 30) -> Any:
         import imageio.v2 as imageio
         import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary imageio uses)
     except ImportError:
-        raise UserError("MP4 videos need imageio and imageio-ffmpeg (pip install -e '.[video]'); "
-                        "or use video_format=gif") from None
-    return imageio.get_writer(str(path), format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-                              macro_block_size=16, quality=7)
+        raise UserError(
+            "MP4 videos need imageio and imageio-ffmpeg (pip install -e '.[video]'); or use video_format=gif"
+        ) from None
+    return imageio.get_writer(
+        str(path),
+        format="FFMPEG",
+        mode="I",
+        fps=fps,
+        codec="libx264",
+        pixelformat="yuv420p",
+        macro_block_size=16,
+        quality=7,
+    )
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 30) -> Path:
@@ -205,5 +230,13 @@ def video_dir(config: VideoConfig, output: Path) -> Path:
     return Path(config.directory) if config.directory else Path(output).with_name(f"{Path(output).stem}_videos")
 
 
-__all__ = ["VideoRecorder", "RenderingUnavailable", "annotate", "write_video", "mp4_writer", "recorder_from_config",
-           "video_dir", "render_slots"]
+__all__ = [
+    "VideoRecorder",
+    "RenderingUnavailable",
+    "annotate",
+    "write_video",
+    "mp4_writer",
+    "recorder_from_config",
+    "video_dir",
+    "render_slots",
+]

@@ -42,8 +42,14 @@ def smoke_run_config(run_dir: Path, *overrides: str):
 
 def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run train.py / evaluate.py as a user would, from the repository root."""
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

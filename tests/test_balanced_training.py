@@ -9,14 +9,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtrl import balancers
 from mtrl.agents import SACAgent, SACConfig
+from mtrl.agents.factory import build_balancers
 from mtrl.batch import map_task_chunks, task_mean
+from mtrl.config import BalancerConfig
 from mtrl.errors import UserError
 from mtrl.networks import available as encoders
 from mtrl.replay import MultiTaskReplay
-from mtrl.agents.factory import build_balancers
-from mtrl.config import BalancerConfig
 from mtrl.trainer import Trainer
-from tests.conftest import smoke_run_config, smoke_config
+from tests.conftest import smoke_run_config
 
 K, OBS, ACT = 3, 39, 4
 TASKS = ["reach-v3", "push-v3", "drawer-close-v3"]
@@ -26,8 +26,14 @@ def _replay(seed=0):
     rng = np.random.default_rng(seed)
     replay = MultiTaskReplay(K, 64, OBS, ACT, seed=seed)
     for _ in range(64):
-        replay.add(np.arange(K), rng.normal(size=(K, OBS)), rng.uniform(-1, 1, (K, ACT)), rng.uniform(size=K),
-                   rng.normal(size=(K, OBS)), np.zeros(K))
+        replay.add(
+            np.arange(K),
+            rng.normal(size=(K, OBS)),
+            rng.uniform(-1, 1, (K, ACT)),
+            rng.uniform(size=K),
+            rng.normal(size=(K, OBS)),
+            np.zeros(K),
+        )
     return replay
 
 
@@ -42,12 +48,17 @@ def _agent(encoder="onehot", balancer="uniform", **options):
 def test_vectorised_per_task_gradients_equal_k_backward(counts):
     agent = _agent("multihead")
     batch = _replay().sample(np.array(counts))
-    inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
-              "target": agent.critic_targets(batch)}
+    inputs = {
+        "obs": batch.obs,
+        "action": batch.action,
+        "task_ids": batch.task_ids,
+        "target": agent.critic_targets(batch),
+    }
     G, (losses, _) = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
     params = list(agent.critic_objective.parameters().values())
-    reference_losses = task_mean(agent.critic_sample_loss(dict(agent.critic.named_parameters()), **inputs),
-                                 batch.task_ids, K)
+    reference_losses = task_mean(
+        agent.critic_sample_loss(dict(agent.critic.named_parameters()), **inputs), batch.task_ids, K
+    )
     reference = balancers.per_task_gradients_loop(reference_losses, params)
     torch.testing.assert_close(losses, reference_losses.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(G, reference, rtol=1e-4, atol=1e-6)
@@ -70,8 +81,12 @@ def test_chunk_by_chunk_evaluation_equals_the_mixed_batch(encoder, counts):
 def test_gradient_balancer_writes_its_direction_on_shared_parameters():
     agent = _agent("multihead", "pcgrad", seed=0)
     batch = _replay().sample(np.full(K, 8))
-    inputs = {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
-              "target": agent.critic_targets(batch)}
+    inputs = {
+        "obs": batch.obs,
+        "action": batch.action,
+        "task_ids": batch.task_ids,
+        "target": agent.critic_targets(batch),
+    }
     G, _ = agent.critic_objective.per_task_gradients(agent.critic_sample_loss, inputs, batch.counts)
     shared = agent.critic_objective.num_shared
     assert 0 < shared < G.shape[1]
@@ -121,8 +136,17 @@ def test_balancer_config_errors():
 @pytest.mark.parametrize("balancer", balancers.available())
 def test_smoke_run_with_each_balancer_logs_weights(tmp_path, balancer):
     run_dir = tmp_path / balancer
-    Trainer(smoke_run_config(run_dir, f"balancer={balancer}", "total_steps=300", "warmup_steps=100", "log_every=100",
-                         "checkpoint_every=0"), run_dir).run()
+    Trainer(
+        smoke_run_config(
+            run_dir,
+            f"balancer={balancer}",
+            "total_steps=300",
+            "warmup_steps=100",
+            "log_every=100",
+            "checkpoint_every=0",
+        ),
+        run_dir,
+    ).run()
     tags = EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
     assert "balancer/critic/weight/reach-v3" in tags
     assert "balancer/critic/conflict_fraction" in tags and "balancer/actor/mean_cosine" in tags
@@ -133,6 +157,15 @@ def test_smoke_run_with_each_balancer_logs_weights(tmp_path, balancer):
 @pytest.mark.parametrize("encoder", encoders())
 def test_every_encoder_trains_end_to_end_with_every_balancer(tmp_path, encoder, balancer):
     run_dir = tmp_path / "run"
-    result = Trainer(smoke_run_config(run_dir, f"encoder={encoder}", f"balancer={balancer}", "total_steps=300",
-                                  "warmup_steps=100", "checkpoint_every=0"), run_dir).run()
+    result = Trainer(
+        smoke_run_config(
+            run_dir,
+            f"encoder={encoder}",
+            f"balancer={balancer}",
+            "total_steps=300",
+            "warmup_steps=100",
+            "checkpoint_every=0",
+        ),
+        run_dir,
+    ).run()
     assert [t.task for t in result.tasks] == ["reach-v3", "drawer-close-v3"]

@@ -45,15 +45,24 @@ def _batch(counts=(8, 8, 8), seed=0) -> Batch:
     rng = np.random.default_rng(seed)
     replay = MultiTaskReplay(K, 32, OBS, ACT, seed=seed)
     for _ in range(32):
-        replay.add(np.arange(K), rng.normal(size=(K, OBS)), rng.uniform(-1, 1, (K, ACT)), rng.uniform(size=K),
-                   rng.normal(size=(K, OBS)), rng.uniform(size=K) < 0.1)
+        replay.add(
+            np.arange(K),
+            rng.normal(size=(K, OBS)),
+            rng.uniform(-1, 1, (K, ACT)),
+            rng.uniform(size=K),
+            rng.normal(size=(K, OBS)),
+            rng.uniform(size=K) < 0.1,
+        )
     return replay.sample(np.array(counts))
 
 
 def _state(agent) -> dict[str, torch.Tensor]:
     """Every learned tensor of an agent (networks, targets, temperatures, Adam moments) by name."""
-    tensors = {f"{net}.{name}": p for net in ("actor", "critic", "critic_target")
-               for name, p in getattr(agent, net).named_parameters()}
+    tensors = {
+        f"{net}.{name}": p
+        for net in ("actor", "critic", "critic_target")
+        for name, p in getattr(agent, net).named_parameters()
+    }
     tensors["log_alpha"] = agent.log_alpha
     for name in ("actor_optim", "critic_optim", "alpha_optim"):
         optim = getattr(agent, name)
@@ -84,13 +93,21 @@ def _assert_same_training(make, compile_options, counts_sequence, rtol=1e-4, ato
             torch.testing.assert_close(got[name], expected[name], rtol=rtol, atol=atol)
     want, have = _state(eager), _state(compiled)
     for name in want:
-        torch.testing.assert_close(have[name], want[name], rtol=rtol, atol=atol,
-                                   msg=lambda text, name=name: f"{name}: {text}")
+        torch.testing.assert_close(
+            have[name], want[name], rtol=rtol, atol=atol, msg=lambda text, name=name: f"{name}: {text}"
+        )
 
 
-@pytest.mark.parametrize("encoder,schedule", [("onehot", (True, True)), ("onehot", (False, True)),
-                                             ("onehot", (True, False)), ("multihead", (True, True)),
-                                             ("film", (True, True))])
+@pytest.mark.parametrize(
+    "encoder,schedule",
+    [
+        ("onehot", (True, True)),
+        ("onehot", (False, True)),
+        ("onehot", (True, False)),
+        ("multihead", (True, True)),
+        ("film", (True, True)),
+    ],
+)
 def test_uniform_sac_update_compiles_as_one_graph(encoder, schedule):
     agent = _agent(encoder=encoder)
     step = torch.compile(agent.update_step, fullgraph=True, backend="eager")  # raises on any graph break
@@ -98,8 +115,9 @@ def test_uniform_sac_update_compiles_as_one_graph(encoder, schedule):
     metrics = step(_batch(), schedule)
     assert ("actor_loss" in metrics) == schedule[0]
     assert all(torch.isfinite(v).all() for v in metrics.values())
-    assert not torch.equal(before["critic.q1." + next(iter(dict(agent.critic.q1.named_parameters())))],
-                           next(agent.critic.q1.parameters()))
+    assert not torch.equal(
+        before["critic.q1." + next(iter(dict(agent.critic.q1.named_parameters())))], next(agent.critic.q1.parameters())
+    )
 
 
 def test_cql_update_compiles_as_one_graph():
@@ -114,8 +132,9 @@ def test_cql_update_compiles_as_one_graph():
 @pytest.mark.parametrize("loss", ["mse", "nll"])
 def test_bc_update_compiles_as_one_graph(loss):
     torch.manual_seed(0)
-    agent = BCAgent(OBS, ACT, TASKS, BCConfig(hidden_sizes=[16, 16], loss=loss), {"name": "onehot"},
-                    torch.device("cpu"))
+    agent = BCAgent(
+        OBS, ACT, TASKS, BCConfig(hidden_sizes=[16, 16], loss=loss), {"name": "onehot"}, torch.device("cpu")
+    )
     metrics = torch.compile(agent.update_step, fullgraph=True, backend="eager")(_batch(), agent.schedule())
     assert metrics["loss"].shape == (K,) and torch.isfinite(metrics["loss"]).all()
 
@@ -166,8 +185,12 @@ def test_batch_and_chunk_layouts_give_the_same_losses_and_gradients(encoder, cou
     for name in grads_b:
         torch.testing.assert_close(grads_b[name], grads_c[name], rtol=1e-4, atol=1e-6)
     rows = agent.map_rows(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids}, batch.counts)
-    torch.testing.assert_close(rows, map_task_chunks(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids},
-                                                     batch.counts), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        rows,
+        map_task_chunks(agent.actor, {"x": batch.obs, "task_ids": batch.task_ids}, batch.counts),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 class HostTransfers(TorchDispatchMode):
@@ -190,9 +213,15 @@ class HostTransfers(TorchDispatchMode):
 def _meta_batch(counts=(4, 4, 4)) -> Batch:
     n = sum(counts)
     meta = {"device": "meta"}
-    return Batch(obs=torch.empty(n, OBS, **meta), action=torch.empty(n, ACT, **meta), reward=torch.empty(n, **meta),
-                 next_obs=torch.empty(n, OBS, **meta), terminated=torch.empty(n, **meta),
-                 task_ids=torch.empty(n, dtype=torch.long, **meta), counts=counts)
+    return Batch(
+        obs=torch.empty(n, OBS, **meta),
+        action=torch.empty(n, ACT, **meta),
+        reward=torch.empty(n, **meta),
+        next_obs=torch.empty(n, OBS, **meta),
+        terminated=torch.empty(n, **meta),
+        task_ids=torch.empty(n, dtype=torch.long, **meta),
+        counts=counts,
+    )
 
 
 @pytest.mark.parametrize("cls,config", [(SACAgent, SACConfig), (CQLAgent, CQLConfig)])
@@ -214,8 +243,13 @@ def test_the_host_read_check_catches_a_host_weighted_balancer():
 
 
 @settings(max_examples=20, deadline=None)
-@given(lr=st.floats(1e-5, 1e-1), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.9999),
-       weight_decay=st.sampled_from([0.0, 0.01]), steps=st.integers(1, 3))
+@given(
+    lr=st.floats(1e-5, 1e-1),
+    beta1=st.floats(0.0, 0.99),
+    beta2=st.floats(0.5, 0.9999),
+    weight_decay=st.sampled_from([0.0, 0.01]),
+    steps=st.integers(1, 3),
+)
 def test_adam_on_explicit_gradients_is_torch_adam(lr, beta1, beta2, weight_decay, steps):
     torch.manual_seed(0)
     params = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True)]

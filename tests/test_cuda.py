@@ -158,8 +158,9 @@ def test_a_gpu_checkpoint_loads_on_the_cpu_and_resumes_on_the_gpu(tmp_path):
     assert all(p.device.type == "cpu" for p in on_cpu.actor.parameters())
     obs = np.zeros((2, on_cpu.obs_dim), np.float32)
     assert on_cpu.act(obs, np.arange(2), deterministic=True).shape == (2, on_cpu.act_dim)
-    resumed = Trainer(smoke_run_config(run_dir, "device=cuda", "total_steps=600", "save_replay=true",
-                                       f"resume={run_dir}"), run_dir)
+    resumed = Trainer(
+        smoke_run_config(run_dir, "device=cuda", "total_steps=600", "save_replay=true", f"resume={run_dir}"), run_dir
+    )
     assert resumed.agent.device.type == "cuda" and resumed.replay.device.type == "cuda"
     assert resumed.replay.sizes.tolist() == state["replay"]["sizes"].tolist()
     resumed.run()

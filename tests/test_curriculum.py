@@ -14,7 +14,7 @@ from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.curriculum.learning_progress import reweight
 from mtrl.errors import UserError
 from mtrl.trainer import Trainer
-from tests.conftest import smoke_run_config, smoke_config
+from tests.conftest import smoke_run_config
 
 
 def _feed(cur, streams, steps):
@@ -46,8 +46,10 @@ def test_equal_progress_gives_uniform_sampling():
     np.testing.assert_allclose(curriculum.make("uniform", 4).probabilities(), 0.25)
 
 
-@given(st.lists(st.lists(st.sampled_from([0.0, 1.0]), min_size=5, max_size=5), min_size=1, max_size=60),
-       st.floats(0.0, 0.2))
+@given(
+    st.lists(st.lists(st.sampled_from([0.0, 1.0]), min_size=5, max_size=5), min_size=1, max_size=60),
+    st.floats(0.0, 0.2),
+)
 def test_probabilities_sum_to_one_and_respect_the_floor(stream, floor):
     cur = curriculum.make("learning_progress", 5, floor=floor)
     for row in stream:
@@ -95,8 +97,17 @@ def test_bad_options():
 @pytest.mark.parametrize("drives,extra", [("replay", []), ("env", ["env.slots=1"])])
 def test_real_run_logs_probabilities_and_checkpoints_state(tmp_path, drives, extra):
     run_dir = tmp_path / drives
-    Trainer(smoke_run_config(run_dir, "curriculum=learning_progress", f"curriculum.drives={drives}", "total_steps=450",
-                         "log_every=150", *extra), run_dir).run()
+    Trainer(
+        smoke_run_config(
+            run_dir,
+            "curriculum=learning_progress",
+            f"curriculum.drives={drives}",
+            "total_steps=450",
+            "log_every=150",
+            *extra,
+        ),
+        run_dir,
+    ).run()
     tags = EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
     assert "curriculum/probability/reach-v3" in tags and "curriculum/progress/drawer-close-v3" in tags
     _, state = checkpoint.load(run_dir)

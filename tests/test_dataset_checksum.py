@@ -18,9 +18,18 @@ from tests.conftest import compose_config
 
 @pytest.fixture(scope="module")
 def dataset_path(tmp_path_factory):
-    cfg = compose_config("collect", ["env.tasks=[reach-v3]", "env.protocol=mtrl", "env.horizon=10",
-                                     "episodes_per_task=1", "noise=0.25", "progress=false",
-                                     f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}"])
+    cfg = compose_config(
+        "collect",
+        [
+            "env.tasks=[reach-v3]",
+            "env.protocol=mtrl",
+            "env.horizon=10",
+            "episodes_per_task=1",
+            "noise=0.25",
+            "progress=false",
+            f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}",
+        ],
+    )
     return collect(parse_collect(cfg))
 
 
@@ -49,11 +58,14 @@ def test_a_flipped_byte_in_the_root_metadata_is_refused(copy):
     assert str(copy) in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda f: f.attrs.__setitem__("benchmark", "mt50"),
-    lambda f: f.attrs.__setitem__("collection", json.dumps({"policy": "expert"})),
-    lambda f: f["tasks/reach-v3"].attrs.__setitem__("source", json.dumps({"noise": 0.0})),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda f: f.attrs.__setitem__("benchmark", "mt50"),
+        lambda f: f.attrs.__setitem__("collection", json.dumps({"policy": "expert"})),
+        lambda f: f["tasks/reach-v3"].attrs.__setitem__("source", json.dumps({"noise": 0.0})),
+    ],
+)
 def test_edited_provenance_is_refused(copy, edit):
     with h5py.File(copy, "r+") as file:
         edit(file)

@@ -184,27 +184,36 @@ def test_keyboard_interrupt_while_waiting_kills_the_workers():
     assert not any(p.is_alive() for p in processes)
 
 
-@pytest.mark.parametrize("vectorization,workers,cores,num_envs,expected", [
-    ("auto", "auto", 2, 10, ("sync", 0)),  # the learner and one more core: stay in process
-    ("auto", "auto", 3, 10, ("async", 2)),
-    ("auto", "auto", 16, 4, ("async", 4)),  # never more workers than envs
-    ("auto", 3, 1, 10, ("async", 3)),  # asking for workers means async
-    ("async", "auto", 1, 10, ("async", 1)),
-    ("sync", "auto", 64, 10, ("sync", 0)),
-])
+@pytest.mark.parametrize(
+    "vectorization,workers,cores,num_envs,expected",
+    [
+        ("auto", "auto", 2, 10, ("sync", 0)),  # the learner and one more core: stay in process
+        ("auto", "auto", 3, 10, ("async", 2)),
+        ("auto", "auto", 16, 4, ("async", 4)),  # never more workers than envs
+        ("auto", 3, 1, 10, ("async", 3)),  # asking for workers means async
+        ("async", "auto", 1, 10, ("async", 1)),
+        ("sync", "auto", 64, 10, ("sync", 0)),
+    ],
+)
 def test_vectorization_rule(vectorization, workers, cores, num_envs, expected):
     assert resolve_vectorization(vectorization, workers, num_envs, cores=cores) == expected
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"vectorization": "sync", "workers": 2}, "env.workers=2 is not allowed; expected auto with env.vectorization=sync"),
-    ({"workers": 0}, "env.workers=0 is not allowed; expected an integer >= 1"),
-    ({"vectorization": "fork"}, "env.vectorization='fork' is not allowed; expected one of auto, sync, async"),
-    ({"envs_per_task": 0}, "env.envs_per_task=0 is not allowed"),
-    ({"envs_per_task": 2, "slots": 1}, "env.envs_per_task=2 is not allowed; expected 1 when env.slots is set"),
-    ({"reward_normalization": "yes"}, "env.reward_normalization='yes' is not allowed; expected true or false"),
-    ({"worker": 2}, "unknown option env.worker (did you mean env.workers?)"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (
+            {"vectorization": "sync", "workers": 2},
+            "env.workers=2 is not allowed; expected auto with env.vectorization=sync",
+        ),
+        ({"workers": 0}, "env.workers=0 is not allowed; expected an integer >= 1"),
+        ({"vectorization": "fork"}, "env.vectorization='fork' is not allowed; expected one of auto, sync, async"),
+        ({"envs_per_task": 0}, "env.envs_per_task=0 is not allowed"),
+        ({"envs_per_task": 2, "slots": 1}, "env.envs_per_task=2 is not allowed; expected 1 when env.slots is set"),
+        ({"reward_normalization": "yes"}, "env.reward_normalization='yes' is not allowed; expected true or false"),
+        ({"worker": 2}, "unknown option env.worker (did you mean env.workers?)"),
+    ],
+)
 def test_env_option_errors(options, message):
     with pytest.raises(UserError) as error:
         _spec(**options)

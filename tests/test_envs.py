@@ -101,8 +101,9 @@ def test_episode_success_is_max_of_flag(two_task_spec):
 
 
 def test_metaworld_protocol_cycles_goals_in_evaluation():
-    spec = build_env_spec({"tasks": ["reach-v3"], "protocol": "metaworld", "horizon": 2, "vectorization": "sync"},
-                          seed=0)
+    spec = build_env_spec(
+        {"tasks": ["reach-v3"], "protocol": "metaworld", "horizon": 2, "vectorization": "sync"}, seed=0
+    )
     env = spec.make(seed=0, evaluation=True)
     try:
         env.restart_goal_cycle()
@@ -173,11 +174,11 @@ def _authors_reward_statistic(rewards, alpha=0.001):
 def test_reward_scale_by_hand():
     scale = RewardScale()
     # r = 1: mean = 0.001, var = 0.999 + 0.001 * 0.999^2 = 0.999998001, r / (sqrt(var) + 1e-8)
-    assert scale(1.0) == pytest.approx(1.0 / (0.999998001 ** 0.5 + 1e-8), rel=1e-15)
+    assert scale(1.0) == pytest.approx(1.0 / (0.999998001**0.5 + 1e-8), rel=1e-15)
     assert (scale.mean, scale.var) == pytest.approx((0.001, 0.999998001), rel=1e-15)
     # r = 2: mean = 0.999 * 0.001 + 0.002 = 0.002999, var = 0.999 * 0.999998001 + 0.001 * (2 - 0.002999)^2
     var = 0.999 * 0.999998001 + 0.001 * (2 - 0.002999) ** 2
-    assert scale(2.0) == pytest.approx(2.0 / (var ** 0.5 + 1e-8), rel=1e-15)
+    assert scale(2.0) == pytest.approx(2.0 / (var**0.5 + 1e-8), rel=1e-15)
     assert scale.mean == pytest.approx(0.002999, rel=1e-15)
 
 
@@ -203,10 +204,19 @@ def test_normalised_training_rewards_raw_returns_and_state(two_task_spec):
     normaliser's state restores into a fresh env. Evaluation envs never normalise."""
     assert two_task_spec.reward_normalization
     horizon = 20
-    spec = build_env_spec({"tasks": two_task_spec.task_names, "protocol": "mtrl", "horizon": horizon,
-                           "vectorization": "sync"}, seed=0)
-    raw_spec = build_env_spec({"tasks": two_task_spec.task_names, "protocol": "mtrl", "horizon": horizon,
-                               "vectorization": "sync", "reward_normalization": False}, seed=0)
+    spec = build_env_spec(
+        {"tasks": two_task_spec.task_names, "protocol": "mtrl", "horizon": horizon, "vectorization": "sync"}, seed=0
+    )
+    raw_spec = build_env_spec(
+        {
+            "tasks": two_task_spec.task_names,
+            "protocol": "mtrl",
+            "horizon": horizon,
+            "vectorization": "sync",
+            "reward_normalization": False,
+        },
+        seed=0,
+    )
     env, raw_env, fresh = spec.make(seed=0), raw_spec.make(seed=0), spec.make(seed=0)
     evaluation = spec.make(seed=0, evaluation=True)
     one_task = build_env_spec({"tasks": ["reach-v3"], "protocol": "mtrl", "vectorization": "sync"}, seed=0).make(0)

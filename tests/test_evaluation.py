@@ -20,8 +20,9 @@ EPISODES = 5
 
 
 def _env(vectorization: str = "sync", **options):
-    spec = build_env_spec({"tasks": TASKS, "protocol": "metaworld", "horizon": HORIZON,
-                           "vectorization": vectorization, **options}, seed=0)
+    spec = build_env_spec(
+        {"tasks": TASKS, "protocol": "metaworld", "horizon": HORIZON, "vectorization": vectorization, **options}, seed=0
+    )
     return spec.make(seed=0, evaluation=True)
 
 
@@ -71,8 +72,13 @@ def test_progress_bar_goes_to_stderr_only_when_asked(capsys):
 
 
 def test_results_without_returns_write_and_print(tmp_path):
-    result = EvalResult("metaworld", 3, [TaskResult("reach-v3", 1.0, None, 5), TaskResult("push-v3", 0.4, 12.5, 5)],
-                        seconds=1.25, env_steps=321)
+    result = EvalResult(
+        "metaworld",
+        3,
+        [TaskResult("reach-v3", 1.0, None, 5), TaskResult("push-v3", 0.4, 12.5, 5)],
+        seconds=1.25,
+        env_steps=321,
+    )
     json_path, csv_path = result.write(tmp_path / "eval.json")
     data = json.loads(json_path.read_text())
     assert data["seconds"] == 1.25 and data["env_steps"] == 321
@@ -85,8 +91,9 @@ def test_results_without_returns_write_and_print(tmp_path):
 
 
 def test_evaluate_refuses_a_training_env_with_copies():
-    spec = build_env_spec({"tasks": TASKS, "protocol": "mtrl", "horizon": 5, "vectorization": "sync",
-                           "envs_per_task": 2}, seed=0)
+    spec = build_env_spec(
+        {"tasks": TASKS, "protocol": "mtrl", "horizon": 5, "vectorization": "sync", "envs_per_task": 2}, seed=0
+    )
     env = spec.make(seed=0)
     try:
         with pytest.raises(ValueError, match="one env slot per task"):

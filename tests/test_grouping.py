@@ -26,7 +26,7 @@ def set_partitions(items):
     for partition in set_partitions(rest):
         yield [[first]] + partition
         for i in range(len(partition)):
-            yield partition[:i] + [[first] + partition[i]] + partition[i + 1:]
+            yield partition[:i] + [[first] + partition[i]] + partition[i + 1 :]
 
 
 def score_by_definition(Z, partition, singletons):
@@ -35,19 +35,22 @@ def score_by_definition(Z, partition, singletons):
     for group in partition:
         for j in group:
             others = [i for i in group if i != j]
-            per_task.append(np.mean([Z[i, j] for i in others]) if others else
-                            (0.0 if singletons == "allow" or len(Z) == 1 else -np.inf))
+            per_task.append(
+                np.mean([Z[i, j] for i in others])
+                if others
+                else (0.0 if singletons == "allow" or len(Z) == 1 else -np.inf)
+            )
     return float(np.mean(per_task))
 
 
 def brute_force(Z, groups, singletons):
-    return max(score_by_definition(Z, p, singletons) for p in set_partitions(list(range(len(Z))))
-               if len(p) <= groups)
+    return max(score_by_definition(Z, p, singletons) for p in set_partitions(list(range(len(Z)))) if len(p) <= groups)
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 8), data=st.data(),
-       singletons=st.sampled_from(["forbid", "allow"]))
+@given(
+    seed=st.integers(0, 2**31 - 1), k=st.integers(1, 8), data=st.data(), singletons=st.sampled_from(["forbid", "allow"])
+)
 def test_exact_search_finds_the_brute_force_optimum(seed, k, data, singletons):
     groups = data.draw(st.integers(1, k))
     Z = np.random.default_rng(seed).normal(size=(k, k))
@@ -59,8 +62,12 @@ def test_exact_search_finds_the_brute_force_optimum(seed, k, data, singletons):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 7), groups=st.integers(1, 3),
-       singletons=st.sampled_from(["forbid", "allow"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(2, 7),
+    groups=st.integers(1, 3),
+    singletons=st.sampled_from(["forbid", "allow"]),
+)
 def test_wide_beam_search_is_exact_on_small_problems(seed, k, groups, singletons):
     groups = min(groups, k)
     Z = np.random.default_rng(seed).normal(size=(k, k))
@@ -131,19 +138,25 @@ def test_cli_prints_the_partition_and_a_sweep_command_hydra_composes(tmp_path, c
     assert composed == [["reach-v3", "pick-place-v3"], ["push-v3", "door-open-v3"]]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["{run}", "groups=9"], "groups=9 is not allowed; expected an integer in [1, 4]"),
-    (["{run}", "groups=two"], "groups='two' is not allowed; expected an integer"),
-    (["{run}", "group=2"], "unknown option group (did you mean groups?)"),
-    (["{run}", "network=actor"], "network=actor is not allowed; expected one of: critic"),
-    (["{run}", "search=exhaustive"], "search='exhaustive' is not allowed"),
-    (["{run}", "extra"], "unexpected argument 'extra'"),
-    (["{empty}"], "affinity.npz does not exist"),
-    (["{missing}"], "is not a directory"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["{run}", "groups=9"], "groups=9 is not allowed; expected an integer in [1, 4]"),
+        (["{run}", "groups=two"], "groups='two' is not allowed; expected an integer"),
+        (["{run}", "group=2"], "unknown option group (did you mean groups?)"),
+        (["{run}", "network=actor"], "network=actor is not allowed; expected one of: critic"),
+        (["{run}", "search=exhaustive"], "search='exhaustive' is not allowed"),
+        (["{run}", "extra"], "unexpected argument 'extra'"),
+        (["{empty}"], "affinity.npz does not exist"),
+        (["{missing}"], "is not a directory"),
+    ],
+)
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys, args, fragment):
-    paths = {"run": write_run(tmp_path / "run", affinity=planted_affinity()), "empty": write_run(tmp_path / "empty"),
-             "missing": tmp_path / "nope"}
+    paths = {
+        "run": write_run(tmp_path / "run", affinity=planted_affinity()),
+        "empty": write_run(tmp_path / "empty"),
+        "missing": tmp_path / "nope",
+    }
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and fragment in err, err

@@ -24,28 +24,56 @@ MTRL_HORIZON = 150
 #: What defines each setting: env, network, SAC details, batch and replay, evaluation.
 EXPECTED = {
     "mt10_mtrl": {
-        "env.tasks": "mt10", "env.protocol": "mtrl", "env.reward_normalization": True,
-        "agent.hidden_sizes": [400, 400, 400], "agent.init": "xavier", "agent.log_std_bounds": "tanh",
-        "agent.clip_grad_norm": None, "batch_size_per_task": 128, "replay_capacity": 1_000_000,
-        "warmup_steps": 15_000, "eval_episodes": 1,
+        "env.tasks": "mt10",
+        "env.protocol": "mtrl",
+        "env.reward_normalization": True,
+        "agent.hidden_sizes": [400, 400, 400],
+        "agent.init": "xavier",
+        "agent.log_std_bounds": "tanh",
+        "agent.clip_grad_norm": None,
+        "batch_size_per_task": 128,
+        "replay_capacity": 1_000_000,
+        "warmup_steps": 15_000,
+        "eval_episodes": 1,
     },
     "mt50_mtrl": {
-        "env.tasks": "mt50", "env.protocol": "mtrl", "env.reward_normalization": True,
-        "agent.hidden_sizes": [400, 400, 400], "agent.init": "xavier", "agent.log_std_bounds": "tanh",
-        "agent.clip_grad_norm": None, "batch_size_per_task": 26, "replay_capacity": 1_000_000,
-        "warmup_steps": 75_000, "eval_episodes": 1,
+        "env.tasks": "mt50",
+        "env.protocol": "mtrl",
+        "env.reward_normalization": True,
+        "agent.hidden_sizes": [400, 400, 400],
+        "agent.init": "xavier",
+        "agent.log_std_bounds": "tanh",
+        "agent.clip_grad_norm": None,
+        "batch_size_per_task": 26,
+        "replay_capacity": 1_000_000,
+        "warmup_steps": 75_000,
+        "eval_episodes": 1,
     },
     "mt10_mwplus": {
-        "env.tasks": "mt10", "env.protocol": "metaworld", "env.reward_normalization": False,
-        "agent.hidden_sizes": [400, 400, 400], "agent.log_std_bounds": "clamp", "agent.clip_grad_norm": 1.0,
-        "batch_size_per_task": 128, "replay_capacity": 1_000_000, "warmup_steps": 40_000,
-        "eval_every": 200_000, "eval_episodes": 50,
+        "env.tasks": "mt10",
+        "env.protocol": "metaworld",
+        "env.reward_normalization": False,
+        "agent.hidden_sizes": [400, 400, 400],
+        "agent.log_std_bounds": "clamp",
+        "agent.clip_grad_norm": 1.0,
+        "batch_size_per_task": 128,
+        "replay_capacity": 1_000_000,
+        "warmup_steps": 40_000,
+        "eval_every": 200_000,
+        "eval_episodes": 50,
     },
     "mt50_mwplus": {
-        "env.tasks": "mt50", "env.protocol": "metaworld", "env.reward_normalization": False,
-        "agent.hidden_sizes": [400, 400, 400], "agent.log_std_bounds": "clamp", "agent.clip_grad_norm": 1.0,
-        "batch_size_per_task": 128, "replay_capacity": 5_000_000, "warmup_steps": 200_000,
-        "eval_every": 200_000, "eval_episodes": 50,
+        "env.tasks": "mt50",
+        "env.protocol": "metaworld",
+        "env.reward_normalization": False,
+        "agent.hidden_sizes": [400, 400, 400],
+        "agent.log_std_bounds": "clamp",
+        "agent.clip_grad_norm": 1.0,
+        "batch_size_per_task": 128,
+        "replay_capacity": 5_000_000,
+        "warmup_steps": 200_000,
+        "eval_every": 200_000,
+        "eval_episodes": 50,
     },
 }
 
@@ -103,7 +131,7 @@ def test_preset_adds_no_keys(name: str) -> None:
 def test_every_preset_value_names_its_source(name: str) -> None:
     """Each `key: value` line below the defaults list carries a comment (its source file)."""
     lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
-    body = lines[next(i for i, line in enumerate(lines) if not line.startswith(("#", "defaults", "  - "))):]
+    body = lines[next(i for i, line in enumerate(lines) if not line.startswith(("#", "defaults", "  - "))) :]
     values = [line for line in body if re.match(r"\s*\w+: \S", line)]
     assert values and all("#" in line for line in values), [line for line in values if "#" not in line]
 
@@ -122,8 +150,14 @@ def documented_balancer_lines() -> list[str]:
 
 def test_docs_list_the_authors_balancers() -> None:
     lines = " ".join(documented_balancer_lines())
-    for fragment in ("balancer.c=0.9", "balancer.c=0.5", "balancer.alpha=2", "balancer.gamma=0.01",
-                     "balancer.lr=0.025", "balancer=pcgrad"):
+    for fragment in (
+        "balancer.c=0.9",
+        "balancer.c=0.5",
+        "balancer.alpha=2",
+        "balancer.gamma=0.01",
+        "balancer.lr=0.025",
+        "balancer=pcgrad",
+    ):
         assert fragment in lines, fragment
 
 

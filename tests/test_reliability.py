@@ -41,22 +41,40 @@ def _copy(run_dir, tmp_path):
 
 def _all_finite(file) -> bool:
     _, state = checkpoint.load(file)
-    tensors = [t for net in state["agent"].values() if isinstance(net, dict) for t in net.values()
-               if torch.is_tensor(t) and t.is_floating_point()]
+    tensors = [
+        t
+        for net in state["agent"].values()
+        if isinstance(net, dict)
+        for t in net.values()
+        if torch.is_tensor(t) and t.is_floating_point()
+    ]
     return all(torch.isfinite(t).all() for t in tensors)
 
 
 # ----------------------------------------------------------------------------------------- divergence
 @pytest.mark.slow
-@pytest.mark.parametrize("log_every,fragment", [
-    (100, "became non-finite at update"),  # the guard reads the losses at the log step 300, before checkpointing
-    (1000, "training diverged"),  # no log step before the checkpoint at 300: the weight check refuses it
-])
-def test_a_diverging_online_run_stops_with_one_line_and_keeps_its_newest_finite_checkpoint(tmp_path, log_every,
-                                                                                            fragment):
+@pytest.mark.parametrize(
+    "log_every,fragment",
+    [
+        (100, "became non-finite at update"),  # the guard reads the losses at the log step 300, before checkpointing
+        (1000, "training diverged"),  # no log step before the checkpoint at 300: the weight check refuses it
+    ],
+)
+def test_a_diverging_online_run_stops_with_one_line_and_keeps_its_newest_finite_checkpoint(
+    tmp_path, log_every, fragment
+):
     run_dir = tmp_path / "run"  # learning starts at step 200 (warm-up); 1e6 makes update 1 non-finite
-    proc = run_cli("train.py", "experiment=smoke", f"run_dir={run_dir}", "progress=false", "eval_every=0",
-                   "checkpoint_every=100", "keep_checkpoints=1", f"log_every={log_every}", *LR_1E6)
+    proc = run_cli(
+        "train.py",
+        "experiment=smoke",
+        f"run_dir={run_dir}",
+        "progress=false",
+        "eval_every=0",
+        "checkpoint_every=100",
+        "keep_checkpoints=1",
+        f"log_every={log_every}",
+        *LR_1E6,
+    )
     assert_one_line_error(proc, "training diverged", fragment)
     kept = checkpoint.list_checkpoints(run_dir)
     assert kept and all(_all_finite(file) for file in kept)
@@ -67,9 +85,20 @@ def test_a_diverging_online_run_stops_with_one_line_and_keeps_its_newest_finite_
 @pytest.mark.slow
 def test_a_diverging_offline_run_stops_with_one_line(tmp_path, tiny_dataset):
     run_dir = tmp_path / "run"
-    proc = run_cli("train.py", "experiment=smoke", f"run_dir={run_dir}", "progress=false", "mode=offline",
-                   f"dataset={tiny_dataset}", "env.horizon=20", "log_every=5", "total_steps=40", "checkpoint_every=10",
-                   "eval_every=0", *LR_1E6)
+    proc = run_cli(
+        "train.py",
+        "experiment=smoke",
+        f"run_dir={run_dir}",
+        "progress=false",
+        "mode=offline",
+        f"dataset={tiny_dataset}",
+        "env.horizon=20",
+        "log_every=5",
+        "total_steps=40",
+        "checkpoint_every=10",
+        "eval_every=0",
+        *LR_1E6,
+    )
     assert_one_line_error(proc, "training diverged", "became non-finite at update")
     assert all(_all_finite(file) for file in checkpoint.list_checkpoints(run_dir))
 
@@ -80,17 +109,28 @@ def tiny_dataset(tmp_path_factory):
     from mtrl.config import parse_collect
     from mtrl.data.collect import collect
 
-    cfg = compose_config("collect", ["env.tasks=[reach-v3,drawer-close-v3]", "env.protocol=mtrl", "env.horizon=20",
-                                     "episodes_per_task=2", "progress=false",
-                                     f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}"])
+    cfg = compose_config(
+        "collect",
+        [
+            "env.tasks=[reach-v3,drawer-close-v3]",
+            "env.protocol=mtrl",
+            "env.horizon=20",
+            "episodes_per_task=2",
+            "progress=false",
+            f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}",
+        ],
+    )
     return collect(parse_collect(cfg))
 
 
 # ----------------------------------------------------------------------------------------- runs that cannot learn
-@pytest.mark.parametrize("args,fragments", [
-    (["replay_capacity=20"], ["replay_capacity=20 holds 10 transitions per task", "batch_size_per_task=16"]),
-    (["warmup_steps=600", "total_steps=600"], ["warmup_steps=600 >= total_steps=600"]),
-])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["replay_capacity=20"], ["replay_capacity=20 holds 10 transitions per task", "batch_size_per_task=16"]),
+        (["warmup_steps=600", "total_steps=600"], ["warmup_steps=600 >= total_steps=600"]),
+    ],
+)
 def test_runs_that_would_never_update_are_refused(tmp_path, args, fragments):
     run_dir = tmp_path / "run"
     assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={run_dir}", *args), *fragments)
@@ -106,10 +146,13 @@ def test_total_steps_below_the_resumed_step_is_refused(trained_run, tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
-@pytest.mark.parametrize("change,fragments", [
-    ("balancer=pcgrad", ["balancer=uniform", "balancer=pcgrad"]),
-    ("encoder=multihead", ["actor.encoder=onehot", "actor.encoder=multihead"]),
-])
+@pytest.mark.parametrize(
+    "change,fragments",
+    [
+        ("balancer=pcgrad", ["balancer=uniform", "balancer=pcgrad"]),
+        ("encoder=multihead", ["actor.encoder=onehot", "actor.encoder=multihead"]),
+    ],
+)
 def test_changing_balancer_or_encoder_on_resume_names_them(trained_run, tmp_path, change, fragments):
     run_dir = _copy(trained_run, tmp_path)
     with pytest.raises(UserError) as err:
@@ -119,8 +162,15 @@ def test_changing_balancer_or_encoder_on_resume_names_them(trained_run, tmp_path
 
 def test_a_resume_prints_its_checkpoint_and_the_changed_settings(trained_run, tmp_path):
     run_dir = _copy(trained_run, tmp_path)
-    proc = run_cli("train.py", "experiment=smoke", f"resume={run_dir}", "total_steps=400", "eval_every=0",
-                   "progress=false", "agent.actor_lr=1e-4")
+    proc = run_cli(
+        "train.py",
+        "experiment=smoke",
+        f"resume={run_dir}",
+        "total_steps=400",
+        "eval_every=0",
+        "progress=false",
+        "agent.actor_lr=1e-4",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stdout and "step_000000000300.pt at step 300" in proc.stdout
     assert "agent.actor_lr: 0.0003 -> 0.0001" in proc.stdout
@@ -128,8 +178,11 @@ def test_a_resume_prints_its_checkpoint_and_the_changed_settings(trained_run, tm
 
 # ----------------------------------------------------------------------------------------- misspelt keys
 def test_misspelt_keys_get_a_suggestion(tmp_path):
-    assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'r'}", "agent.gama=0.9"),
-                          "agent.gama", "did you mean agent.gamma?")
+    assert_one_line_error(
+        run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'r'}", "agent.gama=0.9"),
+        "agent.gama",
+        "did you mean agent.gamma?",
+    )
 
 
 # ----------------------------------------------------------------------------------------- diverged policies
@@ -161,24 +214,39 @@ def nan_policy_run(trained_run, tmp_path):
 
 def test_evaluating_a_policy_with_nan_actions_is_refused_not_scored(nan_policy_run, tmp_path):
     output = tmp_path / "eval.json"
-    proc = run_cli("evaluate.py", f"checkpoint={nan_policy_run}", "episodes_per_task=1", f"output={output}",
-                   "progress=false")
+    proc = run_cli(
+        "evaluate.py", f"checkpoint={nan_policy_run}", "episodes_per_task=1", f"output={output}", "progress=false"
+    )
     assert_one_line_error(proc, "evaluation of checkpoint", "non-finite actions")
     assert not output.exists() and not output.with_suffix(".csv").exists()
 
 
 def test_collecting_with_a_nan_policy_is_refused_and_writes_nothing(nan_policy_run, tmp_path):
     output = tmp_path / "data" / "x.h5"
-    proc = run_cli("collect.py", f"checkpoint={nan_policy_run}", "env.tasks=[reach-v3]", "env.protocol=mtrl",
-                   "env.horizon=20", "episodes_per_task=1", f"output={output}", "progress=false")
+    proc = run_cli(
+        "collect.py",
+        f"checkpoint={nan_policy_run}",
+        "env.tasks=[reach-v3]",
+        "env.protocol=mtrl",
+        "env.horizon=20",
+        "episodes_per_task=1",
+        f"output={output}",
+        "progress=false",
+    )
     assert_one_line_error(proc, "collection with checkpoint", "non-finite actions")
     assert list(output.parent.iterdir()) == []
 
 
 def test_scripted_evaluation_of_a_task_list_works(tmp_path):
     output = tmp_path / "scripted.json"
-    proc = run_cli("evaluate.py", "policy=scripted", "env.tasks=[reach-v3]", "episodes_per_task=1",
-                   f"output={output}", "progress=false")
+    proc = run_cli(
+        "evaluate.py",
+        "policy=scripted",
+        "env.tasks=[reach-v3]",
+        "episodes_per_task=1",
+        f"output={output}",
+        "progress=false",
+    )
     assert proc.returncode == 0, proc.stderr
     assert output.is_file() and "reach-v3" in proc.stdout
 
@@ -236,17 +304,18 @@ def test_default_threads_follow_omp_num_threads_else_the_usable_cores(monkeypatc
 
 def test_entry_points_set_the_openmp_wait_policy_before_torch_unless_the_user_did():
     scripts = [str(ROOT / name) for name in ("train.py", "evaluate.py", "collect.py")]
-    probe = ("import os, runpy, sys\n"
-             "preset = os.environ.get('OMP_WAIT_POLICY')\n"
-             "for script in sys.argv[1:]:\n"
-             "    runpy.run_path(script, run_name='probe')\n"
-             "    print(os.environ['OMP_WAIT_POLICY'])\n"
-             "    os.environ.pop('OMP_WAIT_POLICY') if preset is None else None\n")
+    probe = (
+        "import os, runpy, sys\n"
+        "preset = os.environ.get('OMP_WAIT_POLICY')\n"
+        "for script in sys.argv[1:]:\n"
+        "    runpy.run_path(script, run_name='probe')\n"
+        "    print(os.environ['OMP_WAIT_POLICY'])\n"
+        "    os.environ.pop('OMP_WAIT_POLICY') if preset is None else None\n"
+    )
     for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
         env.update({"OMP_WAIT_POLICY": preset} if preset else {})
-        out = subprocess.run([sys.executable, "-c", probe, *scripts], cwd=ROOT, env=env, capture_output=True,
-                             text=True)
+        out = subprocess.run([sys.executable, "-c", probe, *scripts], cwd=ROOT, env=env, capture_output=True, text=True)
         assert out.stdout.split() == [expected] * 3, out.stderr
     for script in scripts:
         text = Path(script).read_text()
@@ -263,7 +332,10 @@ def test_line_mode_prints_one_line_per_log_period_naming_the_job(tmp_path, monke
     log.message("step 300: eval mean success 1.000")
     log.close()
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" (")[0] for line in lines[:3]] == ["[seed=2] step 100/300", "[seed=2] step 200/300",
-                                                          "[seed=2] step 300/300"]
+    assert [line.split(" (")[0] for line in lines[:3]] == [
+        "[seed=2] step 100/300",
+        "[seed=2] step 200/300",
+        "[seed=2] step 300/300",
+    ]
     assert all("success 0.50" in line and "step/s" in line for line in lines[:3])
     assert lines[3] == "[seed=2] step 300: eval mean success 1.000" and len(lines) == 4

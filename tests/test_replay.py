@@ -16,8 +16,9 @@ def _filled(num_tasks=3, capacity=50, steps=80):
     replay = MultiTaskReplay(num_tasks, capacity, obs_dim=5, act_dim=2, seed=0)
     for t in range(steps):
         obs = np.array([[task * 1000 + t] * 5 for task in range(num_tasks)], np.float32)
-        replay.add(np.arange(num_tasks), obs, np.zeros((num_tasks, 2)), np.full(num_tasks, t),
-                   obs + 0.5, np.zeros(num_tasks))
+        replay.add(
+            np.arange(num_tasks), obs, np.zeros((num_tasks, 2)), np.full(num_tasks, t), obs + 0.5, np.zeros(num_tasks)
+        )
     return replay
 
 
@@ -74,8 +75,14 @@ def test_device_storage_holds_what_host_storage_holds_and_samples_each_tasks_row
     rng = np.random.default_rng(0)
     ids = np.array(task_ids)
     for _ in range(7):  # wraps around the rings; repeated ids fill consecutive slots
-        rows = (ids, rng.normal(size=(len(ids), 5)), rng.normal(size=(len(ids), 2)), rng.normal(size=len(ids)),
-                rng.normal(size=(len(ids), 5)), rng.uniform(size=len(ids)) < 0.5)
+        rows = (
+            ids,
+            rng.normal(size=(len(ids), 5)),
+            rng.normal(size=(len(ids), 2)),
+            rng.normal(size=len(ids)),
+            rng.normal(size=(len(ids), 5)),
+            rng.uniform(size=len(ids)) < 0.5,
+        )
         host.add(*rows)
         device.add(*rows)
     saved = device.state_dict()

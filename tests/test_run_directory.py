@@ -46,8 +46,9 @@ def test_a_second_run_in_a_used_directory_is_refused_and_overwrite_replaces_it(t
 @pytest.mark.slow
 def test_resume_with_a_checkpoint_file_continues_in_its_run_directory(trained_run):
     (file,) = checkpoint.list_checkpoints(trained_run)
-    proc = run_cli("train.py", "experiment=smoke", f"resume={file}", "total_steps=400", "eval_every=0",
-                   "progress=false")
+    proc = run_cli(
+        "train.py", "experiment=smoke", f"resume={file}", "total_steps=400", "eval_every=0", "progress=false"
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"run directory: {trained_run}" in proc.stdout
     assert [p.name for p in checkpoint.list_checkpoints(trained_run)][-1] == "step_000000000400.pt"
@@ -58,8 +59,9 @@ def test_leftover_temporary_checkpoints_are_removed_and_checkpoints_are_0644(tra
     leftover.write_bytes(b"half a checkpoint")
     umask = os.umask(0o077)  # the files' mode must not depend on the user's umask
     try:
-        Trainer(smoke_run_config(trained_run, f"resume={trained_run}", "total_steps=400", "eval_every=0"),
-                trained_run).run()
+        Trainer(
+            smoke_run_config(trained_run, f"resume={trained_run}", "total_steps=400", "eval_every=0"), trained_run
+        ).run()
     finally:
         os.umask(umask)
     assert not leftover.exists()
@@ -73,10 +75,14 @@ def test_a_run_dir_that_is_a_file_or_lies_under_one_is_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={blocker}"), "is a file")
-    assert_one_line_error(run_cli("train.py", "experiment=smoke", f"run_dir={blocker / 'run'}"),
-                          "cannot be created", "is a file")
-    assert_one_line_error(run_cli("train.py", "-m", "experiment=smoke", "seed=1,2",
-                                  f"hydra.sweep.dir={blocker / 'sweep'}"), "hydra.sweep.dir", "is a file")
+    assert_one_line_error(
+        run_cli("train.py", "experiment=smoke", f"run_dir={blocker / 'run'}"), "cannot be created", "is a file"
+    )
+    assert_one_line_error(
+        run_cli("train.py", "-m", "experiment=smoke", "seed=1,2", f"hydra.sweep.dir={blocker / 'sweep'}"),
+        "hydra.sweep.dir",
+        "is a file",
+    )
     assert blocker.read_text() == "not a directory"
 
 
@@ -84,25 +90,43 @@ def test_an_unwritable_evaluation_output_is_refused_before_the_evaluation_runs(t
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     # 100000 episodes would take hours: the refusal must come before any of them.
-    proc = run_cli("evaluate.py", "policy=scripted", "env.tasks=[reach-v3]", "episodes_per_task=100000",
-                   f"output={blocker / 'eval.json'}", timeout=120)
+    proc = run_cli(
+        "evaluate.py",
+        "policy=scripted",
+        "env.tasks=[reach-v3]",
+        "episodes_per_task=100000",
+        f"output={blocker / 'eval.json'}",
+        timeout=120,
+    )
     assert_one_line_error(proc, "output folder", "is a file")
 
 
 def test_an_unwritable_collection_output_is_refused(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    proc = run_cli("collect.py", "env.tasks=[reach-v3]", "episodes_per_task=100000", f"output={blocker / 'x.h5'}",
-                   timeout=120)
+    proc = run_cli(
+        "collect.py", "env.tasks=[reach-v3]", "episodes_per_task=100000", f"output={blocker / 'x.h5'}", timeout=120
+    )
     assert_one_line_error(proc, "output folder", "is a file")
 
 
 # ----------------------------------------------------------------------------------------- interrupted collections
 def _start_collection(output):
-    return subprocess.Popen([sys.executable, str(ROOT / "collect.py"), "env.tasks=[reach-v3,push-v3]",
-                             "episodes_per_task=100000", f"output={output}", "progress=false"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "collect.py"),
+            "env.tasks=[reach-v3,push-v3]",
+            "episodes_per_task=100000",
+            f"output={output}",
+            "progress=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _partials(output):

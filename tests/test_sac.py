@@ -15,16 +15,28 @@ K, OBS, ACT = 3, 39, 4
 
 def _agent(**kw) -> SACAgent:
     torch.manual_seed(0)
-    return SACAgent(OBS, ACT, [f"t{i}" for i in range(K)], SACConfig(hidden_sizes=[64, 64], **kw),
-                    {"name": "onehot"}, torch.device("cpu"))
+    return SACAgent(
+        OBS,
+        ACT,
+        [f"t{i}" for i in range(K)],
+        SACConfig(hidden_sizes=[64, 64], **kw),
+        {"name": "onehot"},
+        torch.device("cpu"),
+    )
 
 
 def _batch(per_task=16):
     rng = np.random.default_rng(0)
     replay = MultiTaskReplay(K, 100, OBS, ACT, seed=0)
     for _ in range(50):
-        replay.add(np.arange(K), rng.normal(size=(K, OBS)), rng.uniform(-1, 1, (K, ACT)), rng.uniform(0, 1, K),
-                   rng.normal(size=(K, OBS)), np.zeros(K))
+        replay.add(
+            np.arange(K),
+            rng.normal(size=(K, OBS)),
+            rng.uniform(-1, 1, (K, ACT)),
+            rng.uniform(0, 1, K),
+            rng.normal(size=(K, OBS)),
+            np.zeros(K),
+        )
     return replay.sample(np.full(K, per_task))
 
 
@@ -48,9 +60,13 @@ def test_temperature_losses_use_the_actor_before_its_step(counts):
     agent = _agent()
     replay_batch = _batch(per_task=22)
     rows = torch.cat([torch.arange(n) + 22 * k for k, n in enumerate(counts)])
-    batch = type(replay_batch)(**{name: getattr(replay_batch, name)[rows] for name in
-                                  ("obs", "action", "reward", "next_obs", "terminated", "task_ids")},
-                               counts=torch.tensor(counts))
+    batch = type(replay_batch)(
+        **{
+            name: getattr(replay_batch, name)[rows]
+            for name in ("obs", "action", "reward", "next_obs", "terminated", "task_ids")
+        },
+        counts=torch.tensor(counts),
+    )
     actor_before = {k: v.detach().clone() for k, v in agent.actor.named_parameters()}
     log_alpha_before = agent.log_alpha.detach().clone()
     seen = {}
@@ -59,8 +75,9 @@ def test_temperature_losses_use_the_actor_before_its_step(counts):
     metrics = agent.update(batch)
     inputs = seen["inputs"]
     _, log_prob = agent.sample_action(actor_before, inputs["obs"], inputs["task_ids"], inputs["noise"])
-    mean_log_prob = torch.stack([log_prob[batch.task_ids == k].mean() if n else torch.tensor(0.0)
-                                 for k, n in enumerate(counts)])
+    mean_log_prob = torch.stack(
+        [log_prob[batch.task_ids == k].mean() if n else torch.tensor(0.0) for k, n in enumerate(counts)]
+    )
     present = torch.tensor([n > 0 for n in counts], dtype=torch.float32)
     expected = -log_alpha_before * (mean_log_prob + agent.target_entropy) * present
     torch.testing.assert_close(metrics["alpha_loss"], expected, rtol=1e-5, atol=1e-6)

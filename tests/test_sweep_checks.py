@@ -16,8 +16,12 @@ def test_sweep_jobs_are_hydras_product_of_every_swept_value():
         jobs = sweep_jobs(["seed=1,2", "balancer=uniform,pcgrad", "env=mt10", "total_steps=range(100,300,100)"])
         globbed = sweep_jobs(["balancer=glob(pc*)"])  # glob over a config group: needs Hydra's config loader
     assert len(jobs) == 8 and all(len(job) == 4 and job[2] == "env=mt10" for job in jobs)
-    assert {tuple(job) for job in jobs} == {(f"seed={s}", f"balancer={b}", "env=mt10", f"total_steps={t}")
-                                            for s in (1, 2) for b in ("uniform", "pcgrad") for t in (100, 200)}
+    assert {tuple(job) for job in jobs} == {
+        (f"seed={s}", f"balancer={b}", "env=mt10", f"total_steps={t}")
+        for s in (1, 2)
+        for b in ("uniform", "pcgrad")
+        for t in (100, 200)
+    }
     assert globbed == [["balancer=pcgrad"]]
 
 
@@ -31,8 +35,9 @@ def test_a_sweep_whose_jobs_are_all_invalid_starts_nothing(tmp_path):
 
 
 def test_a_typo_hydra_cannot_compose_stops_the_whole_sweep_with_one_line(tmp_path):
-    proc = run_cli("train.py", "-m", "experiment=smoke", "seed=1,2", "total_step=5",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = run_cli(
+        "train.py", "-m", "experiment=smoke", "seed=1,2", "total_step=5", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    )
     assert_one_line_error(proc, "total_step", "did you mean total_steps?")
     assert not (tmp_path / "sweep").exists()
 
@@ -40,9 +45,19 @@ def test_a_typo_hydra_cannot_compose_stops_the_whole_sweep_with_one_line(tmp_pat
 @pytest.mark.slow
 def test_invalid_and_diverging_jobs_do_not_stop_the_valid_ones(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli("train.py", "-m", "experiment=smoke", "total_steps=300,-5", "agent.critic_lr=3e-4,1e6",
-                   "eval_every=0", "log_every=100", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
-                   f"hydra.sweep.dir={sweep}", timeout=900)
+    proc = run_cli(
+        "train.py",
+        "-m",
+        "experiment=smoke",
+        "total_steps=300,-5",
+        "agent.critic_lr=3e-4,1e6",
+        "eval_every=0",
+        "log_every=100",
+        "hydra/launcher=local",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        timeout=900,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     ok, diverged = "agent.critic_lr=0.0003", "agent.critic_lr=1000000.0"
     suffix = ",eval_every=0,experiment=smoke,log_every=100,total_steps="

@@ -12,7 +12,7 @@ import torch
 
 from mtrl import checkpoint
 from mtrl.trainer import Trainer
-from tests.conftest import smoke_run_config, ROOT, run_cli, smoke_config
+from tests.conftest import ROOT, run_cli, smoke_run_config
 
 
 def _actor_params(run_dir):
@@ -64,9 +64,20 @@ def test_replay_is_saved_when_asked(tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "train.py", "experiment=smoke", f"run_dir={run_dir}", "total_steps=1000000",
-         "checkpoint_every=0", "eval_every=0", "progress=false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "train.py",
+            "experiment=smoke",
+            f"run_dir={run_dir}",
+            "total_steps=1000000",
+            "checkpoint_every=0",
+            "eval_every=0",
+            "progress=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while not (run_dir / "tb").is_dir() and time.time() < deadline:

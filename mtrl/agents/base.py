@@ -47,8 +47,7 @@ class AgentConfig:
         self.hidden_sizes = checks.sizes("agent.hidden_sizes", self.hidden_sizes)
         self.init = checks.choice("agent.init", self.init, INITS)
         self.log_std_max = checks.number("agent.log_std_max", self.log_std_max)
-        self.log_std_min = checks.number("agent.log_std_min", self.log_std_min, high=self.log_std_max,
-                                         strict_high=True)
+        self.log_std_min = checks.number("agent.log_std_min", self.log_std_min, high=self.log_std_max, strict_high=True)
         self.log_std_bounds = checks.choice("agent.log_std_bounds", self.log_std_bounds, LOG_STD_BOUNDS)
         if not isinstance(self.adam_betas, (list, tuple)) or len(self.adam_betas) != 2:
             raise checks.fail("agent.adam_betas", self.adam_betas, "two numbers in [0, 1)")
@@ -94,9 +93,16 @@ class Agent:
     networks: ClassVar[tuple[str, ...]] = ()  # the trained networks, each with its own balancer
     Config: ClassVar[type[AgentConfig]] = AgentConfig
 
-    def __init__(self, obs_dim: int, act_dim: int, task_names: list[str], config: AgentConfig,
-                 encoder: EncoderConfig | Mapping[str, Any], device: torch.device,
-                 critic_encoder: EncoderConfig | Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        task_names: list[str],
+        config: AgentConfig,
+        encoder: EncoderConfig | Mapping[str, Any],
+        device: torch.device,
+        critic_encoder: EncoderConfig | Mapping[str, Any] | None = None,
+    ):
         """`encoder` conditions the actor, and the critics unless `critic_encoder` is given."""
         self.config = config
         self.task_names = list(task_names)
@@ -116,8 +122,15 @@ class Agent:
     # ----- building -----------------------------------------------------------------------------------
     def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int) -> nn.Module:
         """A task-conditioned network on this agent's device, initialised by `config.init`."""
-        net = make_network(encoder.name, in_dim, out_dim, self.num_tasks, self.config.hidden_sizes,
-                           task_names=self.task_names, **encoder.options)
+        net = make_network(
+            encoder.name,
+            in_dim,
+            out_dim,
+            self.num_tasks,
+            self.config.hidden_sizes,
+            task_names=self.task_names,
+            **encoder.options,
+        )
         initialise(net, self.config.init)
         return net.to(self.device)
 
@@ -197,8 +210,9 @@ class Agent:
         """Per trained network: its per-sample loss and that loss's inputs on `batch` (for diagnostics)."""
         raise NotImplementedError
 
-    def step(self, network: str, optim: torch.optim.Adam, sample_loss: SampleLoss, inputs: dict[str, Tensor],
-             counts: Counts) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(
+        self, network: str, optim: torch.optim.Adam, sample_loss: SampleLoss, inputs: dict[str, Tensor], counts: Counts
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Balanced gradients, optional clipping, Adam step, then the balancer's post-step update (FAMO)."""
         objective = self.objectives[network]
         grads, losses, aux = objective.gradients(sample_loss, inputs, counts)
@@ -228,10 +242,14 @@ class Agent:
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
         """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""
         batch = batch.to(self.device)
-        return {net: {"weights": self.objectives[net].last_weights,
-                      "extra": self.objectives[net].balancer.diagnostics(),
-                      **self.objectives[net].conflict_stats(loss, inputs, batch.counts)}
-                for net, (loss, inputs) in self.loss_terms(batch).items()}
+        return {
+            net: {
+                "weights": self.objectives[net].last_weights,
+                "extra": self.objectives[net].balancer.diagnostics(),
+                **self.objectives[net].conflict_stats(loss, inputs, batch.counts),
+            }
+            for net, (loss, inputs) in self.loss_terms(batch).items()
+        }
 
     def task_q(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> Tensor:
         """Q of (s, a) for the given tasks (conservative data sharing filters with it)."""
@@ -247,8 +265,10 @@ class Agent:
             try:
                 balancer.load_state_dict(state[f"{net}_balancer"])
             except (UserError, KeyError):
-                raise UserError(f"the checkpoint's {net} balancer state does not fit balancer={balancer.name}; "
-                                f"resume with the balancer it was trained with") from None
+                raise UserError(
+                    f"the checkpoint's {net} balancer state does not fit balancer={balancer.name}; "
+                    f"resume with the balancer it was trained with"
+                ) from None
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -266,4 +286,3 @@ def load_modules(modules: Mapping[str, nn.Module], state: Mapping[str, Any]) -> 
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
             detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
             raise UserError(f"checkpoint networks do not match this config's networks ({name}): {detail}") from None
-

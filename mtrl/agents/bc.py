@@ -48,16 +48,18 @@ class BCAgent(Agent):
         self.actor_optim = self.optimizer(self.actor.parameters(), self.config.actor_lr)
         self.set_balancers()
 
-    def actor_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor,
-                          action: Tensor) -> Tensor:
+    def actor_sample_loss(
+        self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, action: Tensor
+    ) -> Tensor:
         """The imitation loss of one sample: squared action error, or -log pi(a_data | s)."""
         if self.config.loss == "nll":
             return -self.policy.log_prob(params, obs, task_ids, action)
         return (self.policy.mode(params, obs, task_ids) - action).pow(2).sum(-1)
 
     def loss_terms(self, batch: Batch) -> dict[str, tuple[SampleLoss, dict[str, Tensor]]]:
-        return {"actor": (self.actor_sample_loss,
-                          {"obs": batch.obs, "task_ids": batch.task_ids, "action": batch.action})}
+        return {
+            "actor": (self.actor_sample_loss, {"obs": batch.obs, "task_ids": batch.task_ids, "action": batch.action})
+        }
 
     def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
         """One balanced step of the actor on the imitation losses."""
@@ -66,8 +68,12 @@ class BCAgent(Agent):
         return {"loss": losses}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "actor": self.actor.state_dict(),
-                "actor_optim": self.actor_optim.state_dict(), **self.balancer_state()}
+        return {
+            "config": self.config.to_dict(),
+            "actor": self.actor.state_dict(),
+            "actor_optim": self.actor_optim.state_dict(),
+            **self.balancer_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
         load_modules({"actor": self.actor}, state)

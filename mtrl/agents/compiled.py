@@ -102,4 +102,3 @@ def compile_update(agent: "Agent", mode: str, cuda_graphs: bool = True, backend:
         return {name: value.clone() for name, value in compiled(batch, schedule).items()}
 
     return step
-

@@ -26,17 +26,30 @@ def build_balancers(config: BalancerConfig, agent: Agent) -> dict[str, balancers
     k = agent.num_tasks
     balancers.make(config.name, k, **config.options)  # validates the options even where it balances nothing
     if config.name != "uniform" and not set(config.apply_to) & set(agent.networks):
-        raise UserError(f"balancer.apply_to={config.apply_to} names no network of agent={agent.name} "
-                        f"(it trains {', '.join(agent.networks)}); set balancer.apply_to=[{agent.networks[0]}]")
-    return {net: balancers.make(config.name, k, **config.options) if net in config.apply_to
-            else balancers.make("uniform", k) for net in agent.networks}
+        raise UserError(
+            f"balancer.apply_to={config.apply_to} names no network of agent={agent.name} "
+            f"(it trains {', '.join(agent.networks)}); set balancer.apply_to=[{agent.networks[0]}]"
+        )
+    return {
+        net: balancers.make(config.name, k, **config.options)
+        if net in config.apply_to
+        else balancers.make("uniform", k)
+        for net in agent.networks
+    }
 
 
 def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_dim: int) -> Agent:
     """The agent `config.agent` describes, with its encoders and balancers, on `config.device`."""
     cls = agent_class(config.agent.name)
-    agent = cls(obs_dim, act_dim, task_names, config.agent, config.actor_encoder, pick_device(config.device),
-                critic_encoder=config.critic_encoder)
+    agent = cls(
+        obs_dim,
+        act_dim,
+        task_names,
+        config.agent,
+        config.actor_encoder,
+        pick_device(config.device),
+        critic_encoder=config.critic_encoder,
+    )
     agent.set_balancers(**build_balancers(config.balancer, agent))
     agent.compile(config.compile)  # lazy: torch.compile traces at the first update
     return agent
@@ -46,8 +59,10 @@ def check_finite(agent: Agent, where: str) -> None:
     """Refuse an agent whose policy weights are not all finite (a diverged run)."""
     bad = [name for name, p in agent.actor.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise UserError(f"{where} holds non-finite policy weights ({bad[0]}); the run diverged: "
-                        f"use an earlier checkpoint or retrain with a smaller learning rate")
+        raise UserError(
+            f"{where} holds non-finite policy weights ({bad[0]}); the run diverged: "
+            f"use an earlier checkpoint or retrain with a smaller learning rate"
+        )
 
 
 @dataclass

@@ -35,8 +35,9 @@ def adam_flags(device: torch.device) -> dict[str, bool]:
     return {"fused": True}
 
 
-def make_adam(params: Iterable[Tensor], lr: float, betas: tuple[float, float],
-              device: torch.device) -> torch.optim.Adam:
+def make_adam(
+    params: Iterable[Tensor], lr: float, betas: tuple[float, float], device: torch.device
+) -> torch.optim.Adam:
     """Adam for parameters on `device`, its state created at once (a compiled step must find it there)."""
     params = list(params)
     optim = torch.optim.Adam(params, lr=lr, betas=betas, **adam_flags(device))
@@ -92,11 +93,26 @@ def adam_step(optim: torch.optim.Adam, params: list[Tensor], grads: list[Tensor]
     foreach = bool(group["foreach"]) or (bool(group["fused"]) and traced)
     extra = {"decoupled_weight_decay": group["decoupled_weight_decay"]} if "decoupled_weight_decay" in group else {}
     functional_adam(
-        params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-        [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [], [s["step"] for s in states],
-        foreach=foreach, capturable=group["capturable"], differentiable=False, fused=fused,
-        has_complex=False, amsgrad=group["amsgrad"], beta1=group["betas"][0], beta2=group["betas"][1],
-        lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"], **extra)
+        params,
+        grads,
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+        [s["step"] for s in states],
+        foreach=foreach,
+        capturable=group["capturable"],
+        differentiable=False,
+        fused=fused,
+        has_complex=False,
+        amsgrad=group["amsgrad"],
+        beta1=group["betas"][0],
+        beta2=group["betas"][1],
+        lr=group["lr"],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+        **extra,
+    )
 
 
 @torch.no_grad()

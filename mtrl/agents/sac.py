@@ -78,8 +78,9 @@ class SACAgent(Agent):
         in_dim = self.obs_dim + self.act_dim
         self.critic = TwinQ(self.network(self.critic_encoder, in_dim, 1), self.network(self.critic_encoder, in_dim, 1))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.full((self.num_tasks,), math.log(config.init_alpha), device=self.device,
-                                    requires_grad=True)
+        self.log_alpha = torch.full(
+            (self.num_tasks,), math.log(config.init_alpha), device=self.device, requires_grad=True
+        )
         self.target_entropy = -float(self.act_dim) if config.target_entropy is None else float(config.target_entropy)
         self.actor_optim = self.optimizer(self.actor.parameters(), config.actor_lr)
         self.critic_optim = self.optimizer(self.critic.parameters(), config.critic_lr)
@@ -95,8 +96,9 @@ class SACAgent(Agent):
     def actor_objective(self):
         return self.objectives["actor"]
 
-    def sample_action(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor,
-                      noise: Tensor) -> tuple[Tensor, Tensor]:
+    def sample_action(
+        self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Reparameterised tanh-Gaussian sample and its log-probability, from explicit noise."""
         return self.policy.sample(params, obs, task_ids, noise)
 
@@ -110,20 +112,25 @@ class SACAgent(Agent):
     @torch.no_grad()
     def critic_targets(self, batch: Batch) -> Tensor:
         """Soft Bellman targets y = r + gamma (1 - terminated) V'(s')."""
-        inputs = {"next_obs": batch.next_obs, "task_ids": batch.task_ids,
-                  "noise": torch.randn(len(batch), self.act_dim, device=self.device),
-                  "alpha": self.log_alpha.exp()[batch.task_ids]}
+        inputs = {
+            "next_obs": batch.next_obs,
+            "task_ids": batch.task_ids,
+            "noise": torch.randn(len(batch), self.act_dim, device=self.device),
+            "alpha": self.log_alpha.exp()[batch.task_ids],
+        }
         value = self.map_rows(self.next_value, inputs, batch.counts)
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * value
 
-    def critic_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, action: Tensor, task_ids: Tensor,
-                           target: Tensor) -> Tensor:
+    def critic_sample_loss(
+        self, params: dict[str, Tensor] | None, obs: Tensor, action: Tensor, task_ids: Tensor, target: Tensor
+    ) -> Tensor:
         """Squared TD errors of both critics, per sample (`params` None: the critics' own parameters)."""
         q1, q2 = apply_module(self.critic, params, obs, action, task_ids)
         return (q1 - target).pow(2) + (q2 - target).pow(2)
 
-    def actor_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor,
-                          alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def actor_sample_loss(
+        self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor, alpha: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """alpha_task log pi(a|s) - min Q(s, a) per sample, with the critics frozen; also log pi(a|s).
 
         `params` None (the actor's own parameters, differentiated by autograd with respect to them only):
@@ -136,31 +143,44 @@ class SACAgent(Agent):
 
     def critic_inputs(self, batch: Batch) -> dict[str, Tensor]:
         """Keyword tensors of `critic_sample_loss` for a batch (subclasses add their own, e.g. CQL's)."""
-        return {"obs": batch.obs, "action": batch.action, "task_ids": batch.task_ids,
-                "target": self.critic_targets(batch)}
+        return {
+            "obs": batch.obs,
+            "action": batch.action,
+            "task_ids": batch.task_ids,
+            "target": self.critic_targets(batch),
+        }
 
     def actor_inputs(self, batch: Batch) -> dict[str, Tensor]:
         """Keyword tensors of `actor_sample_loss`: fresh reparameterisation noise and per-sample temperatures."""
         noise = torch.randn(len(batch), self.act_dim, device=self.device)
-        return {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise,
-                "alpha": self.log_alpha.detach().exp()[batch.task_ids]}
+        return {
+            "obs": batch.obs,
+            "task_ids": batch.task_ids,
+            "noise": noise,
+            "alpha": self.log_alpha.detach().exp()[batch.task_ids],
+        }
 
     def loss_terms(self, batch: Batch) -> dict[str, tuple[SampleLoss, dict[str, Tensor]]]:
-        return {"critic": (self.critic_sample_loss, self.critic_inputs(batch)),
-                "actor": (self.actor_sample_loss, self.actor_inputs(batch))}
+        return {
+            "critic": (self.critic_sample_loss, self.critic_inputs(batch)),
+            "actor": (self.actor_sample_loss, self.actor_inputs(batch)),
+        }
 
     # ----- the update ---------------------------------------------------------------------------
     def schedule(self) -> tuple[bool, bool]:
         """(actor and temperatures due: every `actor_update_every`, targets due: every `critic_target_every`)."""
-        return (self.num_updates % self.config.actor_update_every == 0,
-                self.num_updates % self.config.critic_target_every == 0)
+        return (
+            self.num_updates % self.config.actor_update_every == 0,
+            self.num_updates % self.config.critic_target_every == 0,
+        )
 
     def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
         """One SAC update (critic; then actor and temperatures, and the targets, when `schedule` says so);
         returns per-task K-vectors of metrics."""
         actor_due, targets_due = schedule
-        critic_losses, critic_aux = self.step("critic", self.critic_optim, self.critic_sample_loss,
-                                              self.critic_inputs(batch), batch.counts)
+        critic_losses, critic_aux = self.step(
+            "critic", self.critic_optim, self.critic_sample_loss, self.critic_inputs(batch), batch.counts
+        )
         metrics = {"critic_loss": critic_losses, **critic_aux}
         if actor_due:
             metrics.update(self.update_actor_and_alpha(batch))
@@ -170,8 +190,9 @@ class SACAgent(Agent):
 
     def update_actor_and_alpha(self, batch: Batch) -> dict[str, Tensor]:
         """The actor step, then the per-task temperature step on the actor loss's log-probabilities."""
-        actor_losses, actor_aux = self.step("actor", self.actor_optim, self.actor_sample_loss,
-                                            self.actor_inputs(batch), batch.counts)
+        actor_losses, actor_aux = self.step(
+            "actor", self.actor_optim, self.actor_sample_loss, self.actor_inputs(batch), batch.counts
+        )
         # Temperature losses stay per task and unbalanced: each log-alpha only sees its own task. They use
         # the per-task mean log pi(a|s) of the actor loss's forward pass (the actor before its step).
         log_prob = actor_aux["log_prob"]
@@ -183,8 +204,12 @@ class SACAgent(Agent):
             return losses.sum(), losses.detach()
 
         alpha_losses = self.descend(self.alpha_optim, {"log_alpha": self.log_alpha}, temperature_loss)
-        return {"actor_loss": actor_losses, "alpha_loss": alpha_losses,
-                "alpha": self.log_alpha.detach().exp(), "entropy": -log_prob}
+        return {
+            "actor_loss": actor_losses,
+            "alpha_loss": alpha_losses,
+            "alpha": self.log_alpha.detach().exp(),
+            "entropy": -log_prob,
+        }
 
     def tasks_present(self, batch: Batch) -> Tensor:
         """(K,) 1.0 for the tasks that have rows in `batch`, else 0.0 (built on the device from the task ids)."""

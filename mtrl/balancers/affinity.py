@@ -28,8 +28,15 @@ from mtrl.errors import UserError
 AFFINITY_FILE = "affinity.npz"
 
 
-def lookahead_affinity(objective: BalancedObjective, sample_loss: SampleLoss, tensors: dict[str, Tensor],
-                       counts: Tensor, lr: float, *, chunk_size: Optional[int] = None) -> Tensor:
+def lookahead_affinity(
+    objective: BalancedObjective,
+    sample_loss: SampleLoss,
+    tensors: dict[str, Tensor],
+    counts: Tensor,
+    lr: float,
+    *,
+    chunk_size: Optional[int] = None,
+) -> Tensor:
     """(K, K) float64 CPU lookahead affinities Z[i, j] of ``objective``'s network on one batch.
 
     One vmap(grad) pass gives the per-task gradients g_i (``objective.per_task_gradients``); the K
@@ -45,7 +52,7 @@ def lookahead_affinity(objective: BalancedObjective, sample_loss: SampleLoss, te
     for name, p in objective.parameters().items():
         size = p.numel()
         if offset < objective.num_shared:  # shared parameters come first, in G's column order
-            stacked[name] = p.detach() - lr * G[:, offset:offset + size].reshape(k, *p.shape)
+            stacked[name] = p.detach() - lr * G[:, offset : offset + size].reshape(k, *p.shape)
             in_dims[name] = 0
         else:
             stacked[name] = p.detach()

@@ -51,7 +51,13 @@ class CAGrad(GradientBalancer):
     name = "cagrad"
 
     def __init__(
-        self, num_tasks: int, *, c: float = 0.4, rescale: bool = True, tol: float = 1e-12, max_iter: int = 200,
+        self,
+        num_tasks: int,
+        *,
+        c: float = 0.4,
+        rescale: bool = True,
+        tol: float = 1e-12,
+        max_iter: int = 200,
         variant: str = "paper",
     ) -> None:
         super().__init__(num_tasks)
@@ -61,8 +67,9 @@ class CAGrad(GradientBalancer):
         self.max_iter = checks.integer("balancer.max_iter", max_iter, 1)
         self.variant = checks.choice("balancer.variant", variant, ("paper", "mtrl"))
         if self.variant == "mtrl" and not self.rescale:
-            raise checks.fail("balancer.rescale", rescale,
-                              "true with balancer.variant=mtrl (the authors divide by 1 + c^2)")
+            raise checks.fail(
+                "balancer.rescale", rescale, "true with balancer.variant=mtrl (the authors divide by 1 + c^2)"
+            )
         #: softmax(v_best) of the last ``variant="mtrl"`` combine (the authors' task weights); None otherwise.
         self.simplex_weights: Optional[Tensor] = None
 
@@ -79,7 +86,11 @@ class CAGrad(GradientBalancer):
             return float(w @ b) + rho * norm, b + rho * aw / norm
 
         result = minimize(
-            objective, u, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * k,
+            objective,
+            u,
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * k,
             constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)},),
             options={"ftol": self.tol, "maxiter": self.max_iter},
         )
@@ -95,13 +106,21 @@ class CAGrad(GradientBalancer):
         objective = np.zeros(k + 1)
         objective[-1] = -1.0  # variables (v, t): maximise t
         result = minimize(
-            lambda x: -x[-1], np.append(np.zeros(k), float((A @ u).min())), jac=lambda x: objective,
+            lambda x: -x[-1],
+            np.append(np.zeros(k), float((A @ u).min())),
+            jac=lambda x: objective,
             method="SLSQP",
             constraints=(
-                {"type": "ineq", "fun": lambda x: A @ (u + x[:-1]) - x[-1],
-                 "jac": lambda x: np.hstack([A, -np.ones((k, 1))])},
-                {"type": "ineq", "fun": lambda x: np.array([radius_sq - x[:-1] @ A @ x[:-1]]),
-                 "jac": lambda x: np.append(-2.0 * (A @ x[:-1]), 0.0)[None]},
+                {
+                    "type": "ineq",
+                    "fun": lambda x: A @ (u + x[:-1]) - x[-1],
+                    "jac": lambda x: np.hstack([A, -np.ones((k, 1))]),
+                },
+                {
+                    "type": "ineq",
+                    "fun": lambda x: np.array([radius_sq - x[:-1] @ A @ x[:-1]]),
+                    "jac": lambda x: np.append(-2.0 * (A @ x[:-1]), 0.0)[None],
+                },
             ),
             options={"ftol": self.tol, "maxiter": self.max_iter},
         )
@@ -147,8 +166,12 @@ class CAGrad(GradientBalancer):
             return w @ b + rho * norm, w * (grad_w - w @ grad_w)  # softmax Jacobian^T grad_w
 
         v = best_sgd_iterate(
-            torch.zeros(k, dtype=gram.dtype), value_and_grad, steps=MTRL_STEPS,
-            lr=MTRL_LR_K50 if k == 50 else MTRL_LR, momentum=MTRL_MOMENTUM, evaluate_final=True,
+            torch.zeros(k, dtype=gram.dtype),
+            value_and_grad,
+            steps=MTRL_STEPS,
+            lr=MTRL_LR_K50 if k == 50 else MTRL_LR,
+            momentum=MTRL_MOMENTUM,
+            evaluate_final=True,
         )
         if v is None:
             self.simplex_weights = None

@@ -46,8 +46,15 @@ class FairGrad(GradientBalancer):
     name = "fairgrad"
 
     def __init__(
-        self, num_tasks: int, *, alpha: float = 2.0, solver: str = "least_squares",
-        tol: float = 1e-12, max_iter: int = 200, ridge: float = 1e-8, variant: str = "paper",
+        self,
+        num_tasks: int,
+        *,
+        alpha: float = 2.0,
+        solver: str = "least_squares",
+        tol: float = 1e-12,
+        max_iter: int = 200,
+        ridge: float = 1e-8,
+        variant: str = "paper",
     ) -> None:
         super().__init__(num_tasks)
         self.alpha = checks.number("balancer.alpha", alpha, 0.0, strict_low=True)
@@ -61,8 +68,14 @@ class FairGrad(GradientBalancer):
         """Bounded least squares on r(x) = A x - x^-p, x > 0."""
         tol = max(self.tol, float(np.finfo(np.float64).eps))
         result = least_squares(
-            lambda x: A @ x - x**-p, x0, jac=lambda x: A + np.diag(p * x ** (-p - 1.0)),
-            bounds=(0.0, np.inf), ftol=tol, xtol=tol, gtol=tol, max_nfev=self.max_iter,
+            lambda x: A @ x - x**-p,
+            x0,
+            jac=lambda x: A + np.diag(p * x ** (-p - 1.0)),
+            bounds=(0.0, np.inf),
+            ftol=tol,
+            xtol=tol,
+            gtol=tol,
+            max_nfev=self.max_iter,
         )
         return result.x
 
@@ -89,7 +102,13 @@ class FairGrad(GradientBalancer):
             return residual @ residual, grad
 
         w = best_sgd_iterate(
-            torch.ones(k, dtype=gram.dtype) / k, value_and_grad, steps=MTRL_STEPS, lr=MTRL_LR,
-            momentum=MTRL_MOMENTUM, evaluate_final=False, max_grad_norm=MTRL_CLIP, lower=MTRL_EPS,
+            torch.ones(k, dtype=gram.dtype) / k,
+            value_and_grad,
+            steps=MTRL_STEPS,
+            lr=MTRL_LR,
+            momentum=MTRL_MOMENTUM,
+            evaluate_final=False,
+            max_grad_norm=MTRL_CLIP,
+            lower=MTRL_EPS,
         )
         return torch.full((k,), float("nan"), dtype=gram.dtype) if w is None else w

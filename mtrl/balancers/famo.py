@@ -41,8 +41,14 @@ class FAMO(LossBalancer):
     needs_after_step = True
 
     def __init__(
-        self, num_tasks: int, *, lr: float = 0.025, gamma: float = 0.001,
-        min_losses: Union[float, Sequence[float]] = 0.0, eps: float = 1e-8, variant: str = "paper",
+        self,
+        num_tasks: int,
+        *,
+        lr: float = 0.025,
+        gamma: float = 0.001,
+        min_losses: Union[float, Sequence[float]] = 0.0,
+        eps: float = 1e-8,
+        variant: str = "paper",
     ) -> None:
         super().__init__(num_tasks)
         self.lr = checks.number("balancer.lr", lr, 0.0, strict_low=True)
@@ -52,8 +58,9 @@ class FAMO(LossBalancer):
         self.variant = "mtrl" if variant == "authors" else variant
         self.min_losses = self._check_min_losses(min_losses)
         if self.variant == "mtrl" and bool(self.min_losses.any()):
-            raise checks.fail("balancer.min_losses", min_losses,
-                              "0 with balancer.variant=mtrl (the authors' code has none)")
+            raise checks.fail(
+                "balancer.min_losses", min_losses, "0 with balancer.variant=mtrl (the authors' code has none)"
+            )
         self.logits = torch.zeros(num_tasks, dtype=torch.float64)
         self.exp_avg = torch.zeros(num_tasks, dtype=torch.float64)
         self.exp_avg_sq = torch.zeros(num_tasks, dtype=torch.float64)
@@ -65,9 +72,10 @@ class FAMO(LossBalancer):
             value = value.tolist()
         values = [value] * self.num_tasks if isinstance(value, numbers.Real) else list(value)
         if len(values) != self.num_tasks:
-            raise BalancerError(f"{self.name}: min_losses must be a number or {self.num_tasks} numbers, got {len(values)}")
-        return torch.tensor([checks.number("balancer.min_losses", v) for v in values],
-                            dtype=torch.float64)
+            raise BalancerError(
+                f"{self.name}: min_losses must be a number or {self.num_tasks} numbers, got {len(values)}"
+            )
+        return torch.tensor([checks.number("balancer.min_losses", v) for v in values], dtype=torch.float64)
 
     def task_weights(self) -> Tensor:
         """The current task weights z = softmax(logits)."""
@@ -99,8 +107,12 @@ class FAMO(LossBalancer):
         self.logits.addcdiv_(self.exp_avg, denom, value=-self.lr / (1 - b1**self.adam_step))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits.clone(), "exp_avg": self.exp_avg.clone(),
-                "exp_avg_sq": self.exp_avg_sq.clone(), "adam_step": self.adam_step}
+        return {
+            "logits": self.logits.clone(),
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+            "adam_step": self.adam_step,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._expect_keys(state, ("logits", "exp_avg", "exp_avg_sq", "adam_step"))

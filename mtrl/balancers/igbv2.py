@@ -151,9 +151,20 @@ class IGBv2(LossBalancer):
     name = "igbv2"
 
     def __init__(
-        self, num_tasks: int, *, base_step: int = 1000, random_steps: int = 5000, update_after: int = 3000,
-        update_every: int = 50, buffer_size: int = 10000, batch_size: int = 256, lr: float = 3e-4,
-        hidden: Sequence[int] = (128, 128), reward_scale: float = 1.0, eps: float = 1e-8, seed: Optional[int] = None,
+        self,
+        num_tasks: int,
+        *,
+        base_step: int = 1000,
+        random_steps: int = 5000,
+        update_after: int = 3000,
+        update_every: int = 50,
+        buffer_size: int = 10000,
+        batch_size: int = 256,
+        lr: float = 3e-4,
+        hidden: Sequence[int] = (128, 128),
+        reward_scale: float = 1.0,
+        eps: float = 1e-8,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__(num_tasks)
         self.base_step = checks.integer("balancer.base_step", base_step, 1)
@@ -259,24 +270,47 @@ class IGBv2(LossBalancer):
         with torch.no_grad():
             torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), TAU)
 
-    _KEYS = ("actor", "critic", "critic_target", "log_alpha", "actor_optim", "critic_optim", "buffer", "generator",
-             "calls", "loss_sum", "prev_losses", "prev_weights")
+    _KEYS = (
+        "actor",
+        "critic",
+        "critic_target",
+        "log_alpha",
+        "actor_optim",
+        "critic_optim",
+        "buffer",
+        "generator",
+        "calls",
+        "loss_sum",
+        "prev_losses",
+        "prev_weights",
+    )
 
     def diagnostics(self) -> dict[str, Any]:
         """The agent's last reward and per-task gap decreases, and its log-loss weights (sum K)."""
-        return {"agent_reward": self.last_reward, "gap_decrease": self.last_gap_decrease,
-                "log_loss_weight": self.last_weights}
+        return {
+            "agent_reward": self.last_reward,
+            "gap_decrease": self.last_gap_decrease,
+            "log_loss_weight": self.last_weights,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, temperature, buffer, generator and schedule (a deep copy)."""
-        return copy.deepcopy({
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
-            "actor_optim": self.actor_optim.state_dict(), "critic_optim": self.critic_optim.state_dict(),
-            "buffer": self.buffer.state_dict(),
-            "generator": self.generator.get_state(), "calls": self.calls, "loss_sum": self.loss_sum,
-            "prev_losses": self.prev_losses, "prev_weights": self.prev_weights,
-        })
+        return copy.deepcopy(
+            {
+                "actor": self.actor.state_dict(),
+                "critic": self.critic.state_dict(),
+                "critic_target": self.critic_target.state_dict(),
+                "log_alpha": self.log_alpha.detach(),
+                "actor_optim": self.actor_optim.state_dict(),
+                "critic_optim": self.critic_optim.state_dict(),
+                "buffer": self.buffer.state_dict(),
+                "generator": self.generator.get_state(),
+                "calls": self.calls,
+                "loss_sum": self.loss_sum,
+                "prev_losses": self.prev_losses,
+                "prev_weights": self.prev_weights,
+            }
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._expect_keys(state, self._KEYS)

@@ -49,8 +49,9 @@ class MGDA(GradientBalancer):
 
     name = "mgda"
 
-    def __init__(self, num_tasks: int, *, normalization: str = "none", tol: float = 1e-10,
-                 max_iter: int = 1000) -> None:
+    def __init__(
+        self, num_tasks: int, *, normalization: str = "none", tol: float = 1e-10, max_iter: int = 1000
+    ) -> None:
         super().__init__(num_tasks)
         self.normalization = checks.choice("balancer.normalization", normalization, NORMALIZATIONS)
         self.tol = checks.number("balancer.tol", tol, 0.0, strict_low=True)

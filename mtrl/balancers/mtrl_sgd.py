@@ -33,8 +33,15 @@ def weights_on_native_gram(balancer: GradientBalancer, G: Tensor, solve: Callabl
 
 
 def best_sgd_iterate(
-    x0: Tensor, value_and_grad: ValueAndGrad, *, steps: int, lr: float, momentum: float,
-    evaluate_final: bool, max_grad_norm: Optional[float] = None, lower: Optional[float] = None,
+    x0: Tensor,
+    value_and_grad: ValueAndGrad,
+    *,
+    steps: int,
+    lr: float,
+    momentum: float,
+    evaluate_final: bool,
+    max_grad_norm: Optional[float] = None,
+    lower: Optional[float] = None,
 ) -> Optional[Tensor]:
     """The iterate of SGD from ``x0`` with the lowest objective among those evaluated.
 

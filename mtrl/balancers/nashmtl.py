@@ -32,8 +32,14 @@ class NashMTL(GradientBalancer):
     name = "nashmtl"
 
     def __init__(
-        self, num_tasks: int, *, update_every: int = 1, max_norm: Optional[float] = None,
-        tol: float = 1e-10, max_iter: int = 100, ridge: float = 1e-8,
+        self,
+        num_tasks: int,
+        *,
+        update_every: int = 1,
+        max_norm: Optional[float] = None,
+        tol: float = 1e-10,
+        max_iter: int = 100,
+        ridge: float = 1e-8,
     ) -> None:
         super().__init__(num_tasks)
         self.update_every = checks.integer("balancer.update_every", update_every, 1)

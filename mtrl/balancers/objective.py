@@ -47,8 +47,9 @@ def compiling() -> bool:
     return bool(is_compiling())
 
 
-def gradients_of(loss_fn: Callable[[dict[str, Tensor]], tuple[Tensor, Any]], params: dict[str, Tensor],
-                 functional: bool) -> tuple[Grads, Any]:
+def gradients_of(
+    loss_fn: Callable[[dict[str, Tensor]], tuple[Tensor, Any]], params: dict[str, Tensor], functional: bool
+) -> tuple[Grads, Any]:
     """Gradients of the scalar of ``loss_fn(params) -> (loss, aux)`` with respect to ``params``, and ``aux``.
 
     ``functional``: through ``torch.func.grad`` (traceable by torch.compile as part of one graph); else
@@ -101,6 +102,7 @@ class BalancedObjective:
 
     def _chunk_loss(self, sample_loss: SampleLoss) -> Callable[[dict[str, Tensor] | None, dict[str, Tensor]], tuple]:
         """One task chunk's (mean loss, {name: mean of the detached extra outputs}), padding rows masked out."""
+
         def loss(params: dict[str, Tensor] | None, chunk: dict[str, Tensor]) -> tuple[Tensor, TaskAux]:
             mask = chunk["mask"]
             per_sample, aux = split_sample_loss(sample_loss(params, **{k: v for k, v in chunk.items() if k != "mask"}))
@@ -122,14 +124,24 @@ class BalancedObjective:
             return False
         return self.layout == "batch" or (self.layout == "auto" and self.mixed_batches and not compiling())
 
-    def task_losses(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor,
-                    params: dict[str, Tensor] | None = None) -> tuple[Tensor, TaskAux]:
+    def task_losses(
+        self,
+        sample_loss: SampleLoss,
+        tensors: dict[str, Tensor],
+        counts: Counts | Tensor,
+        params: dict[str, Tensor] | None = None,
+    ) -> tuple[Tensor, TaskAux]:
         """(K,) per-task mean losses (differentiable) and extra outputs, in this objective's layout, at
         `params` (default: the module's own parameters, passed to the sample loss explicitly)."""
         return self._task_losses(sample_loss, tensors, counts, self._params if params is None else params)
 
-    def _task_losses(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor,
-                     params: dict[str, Tensor] | None) -> tuple[Tensor, TaskAux]:
+    def _task_losses(
+        self,
+        sample_loss: SampleLoss,
+        tensors: dict[str, Tensor],
+        counts: Counts | Tensor,
+        params: dict[str, Tensor] | None,
+    ) -> tuple[Tensor, TaskAux]:
         """`task_losses` with `params` given to the sample loss as is (None: it calls the module directly,
         eagerly cheaper than functional_call)."""
         counts = task_counts(counts)
@@ -143,15 +155,18 @@ class BalancedObjective:
         chunk_loss = self._chunk_loss(sample_loss)
         return torch.func.vmap(lambda chunk: chunk_loss(params, chunk))(chunk_by_task(tensors, counts))
 
-    def per_task_gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor],
-                           counts: Counts | Tensor) -> tuple[Tensor, tuple[Tensor, TaskAux]]:
+    def per_task_gradients(
+        self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor
+    ) -> tuple[Tensor, tuple[Tensor, TaskAux]]:
         """(K, D) per-task gradients over all parameters (columns in `parameters()` order), (K,) losses and aux."""
         params = self.parameters()
-        return per_task_gradients(self._chunk_loss(sample_loss), params, chunk_by_task(tensors, counts),
-                                  return_losses=True, has_aux=True)
+        return per_task_gradients(
+            self._chunk_loss(sample_loss), params, chunk_by_task(tensors, counts), return_losses=True, has_aux=True
+        )
 
-    def gradients(self, sample_loss: SampleLoss, tensors: dict[str, Tensor],
-                  counts: Counts | Tensor) -> tuple[Grads, Tensor, TaskAux]:
+    def gradients(
+        self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor
+    ) -> tuple[Grads, Tensor, TaskAux]:
         """The balanced gradient of every parameter (in `parameters()` order), the (K,) losses and aux.
 
         Host work happens only where the balancer needs it: none for a static balancer, the K x K solve
@@ -159,6 +174,7 @@ class BalancedObjective:
         """
         params = self.parameters()
         if self.balancer.kind == "loss":
+
             def weighted(values: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, TaskAux, Tensor]]:
                 losses, aux = self._task_losses(sample_loss, tensors, counts, None if values is params else values)
                 weights = self.balancer.weights(losses.detach()).to(losses)
@@ -177,8 +193,9 @@ class BalancedObjective:
         pieces = direction.split([p.numel() for p in params.values()])
         return {name: piece.view_as(p) for (name, p), piece in zip(params.items(), pieces)}, losses.detach(), aux
 
-    def backward(self, sample_loss: SampleLoss, tensors: dict[str, Tensor],
-                 counts: Counts | Tensor) -> tuple[Tensor, TaskAux]:
+    def backward(
+        self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor
+    ) -> tuple[Tensor, TaskAux]:
         """Set (overwrite) `.grad` of the module's parameters to the balanced gradient; return the (K,) losses, aux."""
         grads, losses, aux = self.gradients(sample_loss, tensors, counts)
         for name, p in self.parameters().items():
@@ -186,8 +203,9 @@ class BalancedObjective:
         return losses, aux
 
     @torch.no_grad()
-    def after_step(self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor,
-                   losses_before: Tensor) -> None:
+    def after_step(
+        self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor, losses_before: Tensor
+    ) -> None:
         """FAMO-style methods: re-evaluate the task losses on the same batch after the step and update."""
         if self.needs_after_step:
             self.balancer.update(losses_before, self.task_losses(sample_loss, tensors, counts)[0])

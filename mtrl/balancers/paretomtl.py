@@ -114,8 +114,17 @@ class ParetoMTL(GradientBalancer):
 
     name = "paretomtl"
 
-    def __init__(self, num_tasks: int, *, num_preferences: int = 5, preference: Preference = 0,
-                 init_steps: int = 1000, eps: float = 0.0, tol: float = 1e-10, max_iter: int = 1000) -> None:
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        num_preferences: int = 5,
+        preference: Preference = 0,
+        init_steps: int = 1000,
+        eps: float = 0.0,
+        tol: float = 1e-10,
+        max_iter: int = 1000,
+    ) -> None:
         super().__init__(num_tasks)
         self.preferences = preference_vectors(num_tasks, num_preferences)
         self.preference = self._preference_vector(preference)
@@ -135,8 +144,9 @@ class ParetoMTL(GradientBalancer):
         if isinstance(preference, numbers.Integral) and not isinstance(preference, bool):
             return self.preferences[checks.integer("balancer.preference", preference, 0, m - 1)]
         if isinstance(preference, (str, bytes)) or not isinstance(preference, Sequence) or len(preference) != k:
-            raise checks.fail("balancer.preference", preference,
-                              f"an index 0..{m - 1} or a list of {k} non-negative numbers")
+            raise checks.fail(
+                "balancer.preference", preference, f"an index 0..{m - 1} or a list of {k} non-negative numbers"
+            )
         vector = np.array([checks.number(f"balancer.preference[{i}]", v, 0.0) for i, v in enumerate(preference)])
         if vector.sum() <= 0.0:
             raise checks.fail("balancer.preference", list(preference), "a list with at least one positive entry")

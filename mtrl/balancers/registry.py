@@ -60,9 +60,12 @@ def make(name: str, num_tasks: int, **opts: Any) -> Balancer:
     """
     cls, allowed = _lookup(name), options(name)
     if cls.kind == "loss" and opts.get("loss_weighting") is not None:
-        raise checks.fail("balancer.loss_weighting", opts["loss_weighting"],
-                          f"null ({name} weights the losses itself; a loss weighting goes with a gradient method: "
-                          f"{', '.join(_names('gradient'))})")
+        raise checks.fail(
+            "balancer.loss_weighting",
+            opts["loss_weighting"],
+            f"null ({name} weights the losses itself; a loss weighting goes with a gradient method: "
+            f"{', '.join(_names('gradient'))})",
+        )
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
         raise BalancerError(

@@ -14,8 +14,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mtrl import checks
 from mtrl.config.schema import (
-    BalancerConfig, CollectConfig, CurriculumConfig, DiagnosticsConfig, EncoderConfig, EnvConfig, EvaluateConfig,
-    OfflineConfig, TrainConfig, VideoConfig,
+    BalancerConfig,
+    CollectConfig,
+    CurriculumConfig,
+    DiagnosticsConfig,
+    EncoderConfig,
+    EnvConfig,
+    EvaluateConfig,
+    OfflineConfig,
+    TrainConfig,
+    VideoConfig,
 )
 from mtrl.errors import UserError
 
@@ -97,16 +105,32 @@ def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
     curriculum_name, curriculum_options = split_name("curriculum", data.pop("curriculum", None), "none")
     drives = curriculum_options.pop("drives", "replay")
     source = curriculum_options.pop("source", "train")
-    offline = build(OfflineConfig, "offline", {"dataset": data.pop("dataset", None),
-                                               "sharing": data.pop("sharing", "none"),
-                                               **(data.pop("offline", None) or {})})
+    offline = build(
+        OfflineConfig,
+        "offline",
+        {
+            "dataset": data.pop("dataset", None),
+            "sharing": data.pop("sharing", "none"),
+            **(data.pop("offline", None) or {}),
+        },
+    )
     diagnostics = build(DiagnosticsConfig, "diagnostics", data.pop("diagnostics", None))
-    config = build(TrainConfig, "", {
-        **data, "env": env, "agent": agent, "actor_encoder": encoders["actor"],
-        "critic_encoder": encoders["critic"], "balancer": BalancerConfig(balancer_name, apply_to, balancer_options),
-        "curriculum": CurriculumConfig(curriculum_name, drives, source, curriculum_options),
-        "offline": offline, "diagnostics": diagnostics, "raw": raw,
-    })
+    config = build(
+        TrainConfig,
+        "",
+        {
+            **data,
+            "env": env,
+            "agent": agent,
+            "actor_encoder": encoders["actor"],
+            "critic_encoder": encoders["critic"],
+            "balancer": BalancerConfig(balancer_name, apply_to, balancer_options),
+            "curriculum": CurriculumConfig(curriculum_name, drives, source, curriculum_options),
+            "offline": offline,
+            "diagnostics": diagnostics,
+            "raw": raw,
+        },
+    )
     check_agent_mode(config)
     return config
 
@@ -121,11 +145,15 @@ def check_agent_mode(config: TrainConfig) -> None:
         raise UserError(f"agent={config.agent.name} trains {cls.mode}; mode={config.mode} uses {others}")
     if config.offline_mode:
         if config.offline.dataset in (None, ""):
-            raise UserError("mode=offline needs dataset=<path to an .h5 dataset> "
-                            "(create one with python collect.py output=<path.h5>)")
+            raise UserError(
+                "mode=offline needs dataset=<path to an .h5 dataset> "
+                "(create one with python collect.py output=<path.h5>)"
+            )
         if config.offline.sharing in ("cds", "cds_zero") and not cls.has_q:
-            raise UserError(f"sharing={config.offline.sharing} filters with a Q function; agent={config.agent.name} "
-                            f"has none (use agent=cql, or sharing=none|all)")
+            raise UserError(
+                f"sharing={config.offline.sharing} filters with a Q function; agent={config.agent.name} "
+                f"has none (use agent=cql, or sharing=none|all)"
+            )
 
 
 def _agents_for(mode: str) -> list[str]:

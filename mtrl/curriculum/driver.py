@@ -64,7 +64,7 @@ class CurriculumDriver:
         return self.curriculum.probabilities()
 
     def push(self, env: Any, switching: bool) -> None:
-        """Give task-switching env slots (`switching`) the current task probabilities, when the curriculum drives them."""
+        """Give task-switching env slots (`switching`) the current task probabilities; only when it drives them."""
         probabilities = self.env_probabilities()
         if probabilities is not None and switching:
             env.set_task_probabilities(probabilities)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.curriculum.base import Curriculum
 from mtrl import checks
+from mtrl.curriculum.base import Curriculum
 from mtrl.errors import UserError
 
 
@@ -28,8 +28,15 @@ class LearningProgress(Curriculum):
 
     name = "learning_progress"
 
-    def __init__(self, num_tasks: int, *, fast_rate: float = 0.1, slow_rate: float = 0.02, theta: float = 0.1,
-                 floor: float | None = None):
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        fast_rate: float = 0.1,
+        slow_rate: float = 0.02,
+        theta: float = 0.1,
+        floor: float | None = None,
+    ):
         super().__init__(num_tasks)
         fast_rate = checks.number("curriculum.fast_rate", fast_rate, 0, 1, strict_low=True)
         slow_rate = checks.number("curriculum.slow_rate", slow_rate, 0, fast_rate, strict_low=True)

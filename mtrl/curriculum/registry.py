@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from mtrl import checks
 from mtrl.curriculum.base import Curriculum
 from mtrl.curriculum.learning_progress import LearningProgress
-from mtrl import checks
 from mtrl.errors import UserError
 
 REGISTRY: dict[str, type[Curriculum]] = {cls.name: cls for cls in (Curriculum, LearningProgress)}

@@ -79,8 +79,10 @@ def make_policies(config: CollectConfig, spec: EnvSpec) -> tuple[dict[str, ActFn
             raise UserError("checkpoint= is given with policy=scripted; drop one of them")
         experts = {name: ScriptedPolicy([name]) for name in spec.task_names}
         zero = np.zeros(1, np.int64)
-        return ({name: (lambda obs, e=expert: e.act(obs[None], zero)[0]) for name, expert in experts.items()},
-                {"policy": "scripted", "checkpoint": None})
+        return (
+            {name: (lambda obs, e=expert: e.act(obs[None], zero)[0]) for name, expert in experts.items()},
+            {"policy": "scripted", "checkpoint": None},
+        )
     if not config.checkpoint:
         raise UserError("policy=agent needs checkpoint=<run dir or checkpoint file>")
     from mtrl.agents.factory import load_agent
@@ -89,8 +91,9 @@ def make_policies(config: CollectConfig, spec: EnvSpec) -> tuple[dict[str, ActFn
     trained = loaded.task_names
     missing = [t for t in spec.task_names if t not in trained]
     if missing:
-        raise UserError(f"checkpoint '{loaded.file}' was trained on {', '.join(trained)}; it has no policy for "
-                        f"{', '.join(missing)}")
+        raise UserError(
+            f"checkpoint '{loaded.file}' was trained on {', '.join(trained)}; it has no policy for {', '.join(missing)}"
+        )
     act = loaded.policy(config.deterministic)
     where = f"collection with checkpoint '{loaded.file}'"
 
@@ -98,12 +101,22 @@ def make_policies(config: CollectConfig, spec: EnvSpec) -> tuple[dict[str, ActFn
         ids = np.array([task_id], np.int64)
         return lambda obs: check_actions(act(obs[None].astype(np.float32), ids)[0], where)
 
-    return ({name: act_for(trained.index(name)) for name in spec.task_names},
-            {"policy": loaded.agent.name, "checkpoint": str(loaded.file), "deterministic": config.deterministic})
+    return (
+        {name: act_for(trained.index(name)) for name in spec.task_names},
+        {"policy": loaded.agent.name, "checkpoint": str(loaded.file), "deterministic": config.deterministic},
+    )
 
 
-def _run_episode(env, act: ActFn, plan: TaskPlan, rng: np.random.Generator, episode: int, reset_seed: int | None,
-                 horizon: int, rows: dict[str, list]) -> None:
+def _run_episode(
+    env,
+    act: ActFn,
+    plan: TaskPlan,
+    rng: np.random.Generator,
+    episode: int,
+    reset_seed: int | None,
+    horizon: int,
+    rows: dict[str, list],
+) -> None:
     """One episode: policy action + Gaussian noise, or (with prob. random_fraction) a uniform action."""
     low, high = env.action_space.low, env.action_space.high
     obs, info = env.reset(seed=reset_seed)
@@ -116,9 +129,19 @@ def _run_episode(env, act: ActFn, plan: TaskPlan, rng: np.random.Generator, epis
             action = rng.uniform(low, high)
         action = np.clip(action, low, high).astype(np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
-        values = {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "terminated": terminated,
-                  "truncated": truncated, "success": float(info.get("success", 0.0)) > 0.5, "episode": episode,
-                  "step": step, "goal_index": goal_index, **capture_state(env)}
+        values = {
+            "obs": obs,
+            "action": action,
+            "reward": reward,
+            "next_obs": next_obs,
+            "terminated": terminated,
+            "truncated": truncated,
+            "success": float(info.get("success", 0.0)) > 0.5,
+            "episode": episode,
+            "step": step,
+            "goal_index": goal_index,
+            **capture_state(env),
+        }
         for key, value in values.items():
             rows[key].append(value)
         obs = next_obs
@@ -126,8 +149,9 @@ def _run_episode(env, act: ActFn, plan: TaskPlan, rng: np.random.Generator, epis
             break
 
 
-def collect_task(spec: EnvSpec, plan: TaskPlan, act: ActFn, seed: int, task_index: int,
-                 on_episode: Callable[[], None] | None = None) -> TaskData:
+def collect_task(
+    spec: EnvSpec, plan: TaskPlan, act: ActFn, seed: int, task_index: int, on_episode: Callable[[], None] | None = None
+) -> TaskData:
     """Run `plan.episodes` episodes of one task and return them as TaskData (with the MuJoCo states)."""
     name, proto = plan.task, spec.protocol
     env_seed = seed + task_index
@@ -147,8 +171,9 @@ def collect_task(spec: EnvSpec, plan: TaskPlan, act: ActFn, seed: int, task_inde
         env.close()
     arrays = {key: np.asarray(values, dtype=ARRAY_FIELDS[key][0]) for key, values in rows.items()}
     goals = [g.data for g in spec.goals[name][: proto.goals_per_task]]
-    return TaskData(name=name, **arrays, arm_qpos_index=arm_q, arm_qvel_index=arm_v, goals=goals,
-                    source={**asdict(plan)})
+    return TaskData(
+        name=name, **arrays, arm_qpos_index=arm_q, arm_qvel_index=arm_v, goals=goals, source={**asdict(plan)}
+    )
 
 
 def collect(config: CollectConfig) -> Path:
@@ -160,14 +185,30 @@ def collect(config: CollectConfig) -> Path:
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))
     probe.close()
-    collection = {**policy_info, "seed": config.seed, "episodes_per_task": config.episodes_per_task,
-                  "noise": config.noise, "random_fraction": config.random_fraction, "per_task": config.per_task,
-                  "tasks": [asdict(p) for p in plans], "command": " ".join(sys.argv[1:])}
-    meta = dict(benchmark=spec.benchmark, task_names=spec.task_names, protocol=spec.protocol.to_dict(),
-                goal_seed=spec.goal_seed, obs_dim=obs_dim, act_dim=act_dim, collection=collection)
+    collection = {
+        **policy_info,
+        "seed": config.seed,
+        "episodes_per_task": config.episodes_per_task,
+        "noise": config.noise,
+        "random_fraction": config.random_fraction,
+        "per_task": config.per_task,
+        "tasks": [asdict(p) for p in plans],
+        "command": " ".join(sys.argv[1:]),
+    }
+    meta = dict(
+        benchmark=spec.benchmark,
+        task_names=spec.task_names,
+        protocol=spec.protocol.to_dict(),
+        goal_seed=spec.goal_seed,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        collection=collection,
+    )
     total = sum(p.episodes for p in plans)
-    with DatasetWriter(config.output, overwrite=config.overwrite, **meta) as writer, \
-            tqdm(total=total, unit="episode", desc="collect", disable=not config.progress, dynamic_ncols=True) as bar:
+    with (
+        DatasetWriter(config.output, overwrite=config.overwrite, **meta) as writer,
+        tqdm(total=total, unit="episode", desc="collect", disable=not config.progress, dynamic_ncols=True) as bar,
+    ):
         for index, plan in enumerate(plans):
             bar.set_postfix(task=plan.task, refresh=True)
             data = collect_task(spec, plan, acts[plan.task], config.seed, index, on_episode=lambda: bar.update(1))

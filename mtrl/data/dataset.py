@@ -71,8 +71,18 @@ ARRAY_FIELDS: dict[str, tuple[Any, int]] = {
     "mocap_pos": (np.float64, 3),
     "mocap_quat": (np.float64, 3),
 }
-TRANSITION_FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "success",
-                     "episode", "step", "goal_index")
+TRANSITION_FIELDS = (
+    "obs",
+    "action",
+    "reward",
+    "next_obs",
+    "terminated",
+    "truncated",
+    "success",
+    "episode",
+    "step",
+    "goal_index",
+)
 STATE_FIELDS = ("qpos", "qvel", "mocap_pos", "mocap_quat")
 
 
@@ -151,16 +161,23 @@ class Dataset:
     def select(self, task_names: Sequence[str]) -> "Dataset":
         """The same dataset restricted to (and ordered as) `task_names`; every name must be present."""
         check_task_set(self, task_names)
-        return Dataset(**{**{f.name: getattr(self, f.name) for f in fields(self)},
-                          "task_names": list(task_names), "tasks": {t: self.tasks[t] for t in task_names}})
+        return Dataset(
+            **{
+                **{f.name: getattr(self, f.name) for f in fields(self)},
+                "task_names": list(task_names),
+                "tasks": {t: self.tasks[t] for t in task_names},
+            }
+        )
 
 
 def check_task_set(dataset: "Dataset", task_names: Sequence[str]) -> None:
     """UserError unless every task of the config is in the dataset."""
     missing = [t for t in task_names if t not in dataset.tasks]
     if missing:
-        raise UserError(f"dataset '{dataset.path}' has no data for {', '.join(missing)}; it holds "
-                        f"{', '.join(dataset.task_names)} (collect those tasks or change env.tasks)")
+        raise UserError(
+            f"dataset '{dataset.path}' has no data for {', '.join(missing)}; it holds "
+            f"{', '.join(dataset.task_names)} (collect those tasks or change env.tasks)"
+        )
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -171,9 +188,20 @@ class DatasetWriter:
     temporary file, so the target path never holds a partial dataset.
     """
 
-    def __init__(self, path: str | Path, *, benchmark: str, task_names: Sequence[str], protocol: dict[str, Any],
-                 goal_seed: int, obs_dim: int, act_dim: int, collection: dict[str, Any],
-                 overwrite: bool = False, software: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        benchmark: str,
+        task_names: Sequence[str],
+        protocol: dict[str, Any],
+        goal_seed: int,
+        obs_dim: int,
+        act_dim: int,
+        collection: dict[str, Any],
+        overwrite: bool = False,
+        software: dict[str, Any] | None = None,
+    ):
         _require_h5py()
         self.path = Path(path).expanduser()
         if self.path.suffix not in (".h5", ".hdf5"):
@@ -186,8 +214,7 @@ class DatasetWriter:
         remove_stale_partials(self.path)
         self.task_names = list(task_names)
         self.written: list[str] = []
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}.", suffix=".partial",
-                                   dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}.", suffix=".partial", dir=self.path.parent)
         os.close(fd)
         self.tmp_path = Path(tmp)
         self.file = h5py.File(self.tmp_path, "w")
@@ -223,8 +250,15 @@ class DatasetWriter:
             value = getattr(data, name)
             if value is None:
                 raise ValueError(f"task {data.name}: field {name} is missing")
-            group.create_dataset(name, data=np.asarray(value, dtype=dtype), chunks=True, compression="gzip",
-                                 compression_opts=4, shuffle=True, fletcher32=True)
+            group.create_dataset(
+                name,
+                data=np.asarray(value, dtype=dtype),
+                chunks=True,
+                compression="gzip",
+                compression_opts=4,
+                shuffle=True,
+                fletcher32=True,
+            )
         goals = group.create_dataset("goals", (len(data.goals),), dtype=h5py.vlen_dtype(np.dtype(np.uint8)))
         for index, goal in enumerate(data.goals):
             goals[index] = np.frombuffer(goal, dtype=np.uint8)
@@ -335,8 +369,9 @@ def _software_versions() -> dict[str, str]:
     return out
 
 
-def write_dataset(path: str | Path, dataset_meta: dict[str, Any], tasks: Iterable[TaskData],
-                  overwrite: bool = False) -> Path:
+def write_dataset(
+    path: str | Path, dataset_meta: dict[str, Any], tasks: Iterable[TaskData], overwrite: bool = False
+) -> Path:
     """Write a whole dataset at once (metadata keys as DatasetWriter's keyword arguments)."""
     with DatasetWriter(path, overwrite=overwrite, **dataset_meta) as writer:
         for task in tasks:
@@ -347,8 +382,9 @@ def write_dataset(path: str | Path, dataset_meta: dict[str, Any], tasks: Iterabl
 # ----------------------------------------------------------------------------------------- loading
 def _attr(file, key: str, path: Path) -> Any:
     if key not in file.attrs:
-        raise UserError(f"dataset '{path}' lacks the root attribute '{key}' (damaged or not written by mtrl); "
-                        f"{COLLECT_HINT}")
+        raise UserError(
+            f"dataset '{path}' lacks the root attribute '{key}' (damaged or not written by mtrl); {COLLECT_HINT}"
+        )
     value = file.attrs[key]
     return value.decode() if isinstance(value, bytes) else value
 
@@ -382,16 +418,18 @@ def load_dataset(path: str | Path, tasks: Sequence[str] | None = None, with_stat
         file = h5py.File(path, "r")
     except OSError as err:
         reason = str(err).split("(", 1)[-1].rstrip(")").split(",")[0].strip() or type(err).__name__
-        raise UserError(f"dataset '{path}' is not a readable HDF5 file ({reason}): truncated or corrupt; "
-                        f"{COLLECT_HINT}") from None
+        raise UserError(
+            f"dataset '{path}' is not a readable HDF5 file ({reason}): truncated or corrupt; {COLLECT_HINT}"
+        ) from None
     with file:
         try:
             return _read_file(file, path, tasks, with_state)
         except UserError:
             raise
         except Exception as err:  # damaged object headers surface as several h5py/decoding errors
-            raise UserError(f"dataset '{path}' is corrupt: its metadata cannot be read ({_short(err)}); "
-                            f"{COLLECT_HINT}") from None
+            raise UserError(
+                f"dataset '{path}' is corrupt: its metadata cannot be read ({_short(err)}); {COLLECT_HINT}"
+            ) from None
 
 
 def _read_file(file, path: Path, tasks: Sequence[str] | None, with_state: bool) -> Dataset:
@@ -412,10 +450,19 @@ def _read_file(file, path: Path, tasks: Sequence[str] | None, with_state: bool) 
     obs_dim, act_dim = int(_attr(file, "obs_dim", path)), int(_attr(file, "act_dim", path))
     if not isinstance(task_names, list) or not task_names or not all(isinstance(t, str) for t in task_names):
         raise UserError(f"dataset '{path}' has an invalid task list {task_names!r}; {COLLECT_HINT}")
-    meta = dict(path=path, dataset_id=str(_attr(file, "dataset_id", path)), created=str(_attr(file, "created", path)),
-                benchmark=str(_attr(file, "benchmark", path)), task_names=list(task_names), protocol=protocol,
-                goal_seed=int(_attr(file, "goal_seed", path)), obs_dim=obs_dim, act_dim=act_dim,
-                collection=collection, software=software)
+    meta = dict(
+        path=path,
+        dataset_id=str(_attr(file, "dataset_id", path)),
+        created=str(_attr(file, "created", path)),
+        benchmark=str(_attr(file, "benchmark", path)),
+        task_names=list(task_names),
+        protocol=protocol,
+        goal_seed=int(_attr(file, "goal_seed", path)),
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        collection=collection,
+        software=software,
+    )
     wanted = list(task_names) if tasks is None else list(tasks)
     probe = Dataset(**meta, tasks={t: None for t in task_names})  # type: ignore[arg-type]
     check_task_set(probe, wanted)
@@ -431,12 +478,17 @@ def _verify_metadata(file, path: Path) -> None:
     A file without a checksum (written before mtrl wrote one) loads with a warning line on stderr.
     """
     if CHECKSUM not in file.attrs:
-        print(f"warning: dataset '{path}' has no metadata checksum (written before mtrl checked them); "
-              f"its metadata is not verified", file=sys.stderr)
+        print(
+            f"warning: dataset '{path}' has no metadata checksum (written before mtrl checked them); "
+            f"its metadata is not verified",
+            file=sys.stderr,
+        )
         return
     if str(_attr(file, CHECKSUM, path)) != metadata_digest(file):
-        raise UserError(f"dataset '{path}' fails its metadata checksum (its attributes were changed or damaged "
-                        f"after it was written, so its provenance cannot be trusted); {COLLECT_HINT}")
+        raise UserError(
+            f"dataset '{path}' fails its metadata checksum (its attributes were changed or damaged "
+            f"after it was written, so its provenance cannot be trusted); {COLLECT_HINT}"
+        )
 
 
 def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Sequence[str]) -> TaskData:
@@ -451,8 +503,10 @@ def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Se
             raise UserError(f"dataset '{path}' is missing '{where}/{key}'; {COLLECT_HINT}")
         dset = group[key]
         if dset.ndim != ndim or (n is not None and dset.shape[0] != n):
-            raise UserError(f"dataset '{path}': '{where}/{key}' has shape {dset.shape}, inconsistent with the "
-                            f"other fields ({n} transitions); {COLLECT_HINT}")
+            raise UserError(
+                f"dataset '{path}': '{where}/{key}' has shape {dset.shape}, inconsistent with the "
+                f"other fields ({n} transitions); {COLLECT_HINT}"
+            )
         n = dset.shape[0]
         if key not in read:
             arrays[key] = None
@@ -460,16 +514,18 @@ def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Se
         try:
             value = dset[()]
         except Exception as err:  # fletcher32/gzip failures surface as OSError; damaged metadata as others
-            raise UserError(f"dataset '{path}' is corrupt: '{where}/{key}' cannot be read ({_short(err)}); "
-                            f"{COLLECT_HINT}") from None
+            raise UserError(
+                f"dataset '{path}' is corrupt: '{where}/{key}' cannot be read ({_short(err)}); {COLLECT_HINT}"
+            ) from None
         if np.dtype(value.dtype) != np.dtype(dtype):
             raise UserError(f"dataset '{path}': '{where}/{key}' has dtype {value.dtype}; expected {np.dtype(dtype)}")
         arrays[key] = value
     expected_dims = {"obs": obs_dim, "next_obs": obs_dim, "action": act_dim}
     for key, dim in expected_dims.items():
         if group[key].shape[1] != dim:
-            raise UserError(f"dataset '{path}': '{where}/{key}' has width {group[key].shape[1]}; "
-                            f"the dataset declares {dim}")
+            raise UserError(
+                f"dataset '{path}': '{where}/{key}' has width {group[key].shape[1]}; the dataset declares {dim}"
+            )
     declared = int(group.attrs.get("transitions", -1))
     if declared != n:
         raise UserError(f"dataset '{path}': task {name} declares {declared} transitions but holds {n}; {COLLECT_HINT}")
@@ -480,15 +536,23 @@ def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Se
         goals = [np.asarray(g, np.uint8).tobytes() for g in group["goals"][()]] if "goals" in group else []
         source = json.loads(group.attrs.get("source", "{}"))
     except Exception as err:
-        raise UserError(f"dataset '{path}' is corrupt: '{where}' metadata cannot be read ({_short(err)}); "
-                        f"{COLLECT_HINT}") from None
-    data = TaskData(name=name, **arrays, goals=goals, source=source,  # type: ignore[arg-type]
-                    arm_qpos_index=np.asarray(group.attrs.get("arm_qpos_index", []), np.int64),
-                    arm_qvel_index=np.asarray(group.attrs.get("arm_qvel_index", []), np.int64))
+        raise UserError(
+            f"dataset '{path}' is corrupt: '{where}' metadata cannot be read ({_short(err)}); {COLLECT_HINT}"
+        ) from None
+    data = TaskData(
+        name=name,
+        **arrays,
+        goals=goals,
+        source=source,  # type: ignore[arg-type]
+        arm_qpos_index=np.asarray(group.attrs.get("arm_qpos_index", []), np.int64),
+        arm_qvel_index=np.asarray(group.attrs.get("arm_qvel_index", []), np.int64),
+    )
     declared_eps = int(group.attrs.get("episodes", -1))
     if declared_eps != data.num_episodes:
-        raise UserError(f"dataset '{path}': task {name} declares {declared_eps} episodes but holds "
-                        f"{data.num_episodes}; {COLLECT_HINT}")
+        raise UserError(
+            f"dataset '{path}': task {name} declares {declared_eps} episodes but holds "
+            f"{data.num_episodes}; {COLLECT_HINT}"
+        )
     return data
 
 

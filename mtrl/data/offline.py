@@ -29,19 +29,23 @@ def dataset_env_spec(config: TrainConfig, with_state: bool) -> tuple[EnvSpec, Da
     _, task_names = resolve_tasks(env["tasks"])
     dataset = load_dataset(config.offline.dataset, tasks=task_names, with_state=with_state)
     if dataset.protocol.get("name") != config.env.protocol:
-        raise UserError(f"dataset '{dataset.path}' was collected under protocol '{dataset.protocol.get('name')}'; "
-                        f"this config has env.protocol={config.env.protocol} "
-                        f"(set env.protocol={dataset.protocol.get('name')})")
+        raise UserError(
+            f"dataset '{dataset.path}' was collected under protocol '{dataset.protocol.get('name')}'; "
+            f"this config has env.protocol={config.env.protocol} "
+            f"(set env.protocol={dataset.protocol.get('name')})"
+        )
     if env["goal_seed"] is None:
         env["goal_seed"] = dataset.goal_seed
     spec = build_env_spec(env, config.seed)
     for name in spec.task_names:
         ours = [g.data for g in spec.goals[name][: spec.protocol.goals_per_task]]
         if ours != dataset.tasks[name].goals[: len(ours)]:
-            raise UserError(f"the dataset's goals for {name} differ from this config's (dataset: benchmark "
-                            f"'{dataset.benchmark}', goal seed {dataset.goal_seed}; config: benchmark "
-                            f"'{spec.benchmark}', goal seed {spec.goal_seed}); use the dataset's env.tasks and "
-                            f"env.goal_seed={dataset.goal_seed}")
+            raise UserError(
+                f"the dataset's goals for {name} differ from this config's (dataset: benchmark "
+                f"'{dataset.benchmark}', goal seed {dataset.goal_seed}; config: benchmark "
+                f"'{spec.benchmark}', goal seed {spec.goal_seed}); use the dataset's env.tasks and "
+                f"env.goal_seed={dataset.goal_seed}"
+            )
     return spec, dataset
 
 
@@ -65,7 +69,7 @@ def relabel_dataset(dataset: Dataset, progress: bool = True) -> dict[tuple[int, 
 
 
 def cached_relabelling(dataset: Dataset, run_dir: Path, progress: bool) -> dict[tuple[int, int], np.ndarray]:
-    """Relabelled rewards from `<run_dir>/relabelled_rewards.npz` when it matches the dataset, else computed and cached."""
+    """Relabelled rewards from `<run_dir>/relabelled_rewards.npz` when it matches the dataset, else computed, cached."""
     k = len(dataset.task_names)
     cache = Path(run_dir) / RELABEL_CACHE
     key = json.dumps({"dataset_id": dataset.dataset_id, "tasks": dataset.task_names})
@@ -104,22 +108,36 @@ class OfflineData:
         relabel = self.sharing in RELABELLING_MODES and self.num_tasks > 1
         relabelled = cached_relabelling(self.dataset, run_dir, self.config.progress) if relabel else None
         tasks = [self.dataset.tasks[name] for name in self.dataset.task_names]
-        self.store = TransitionStore.from_arrays([t.obs for t in tasks], [t.action for t in tasks],
-                                                 [t.reward for t in tasks], [t.next_obs for t in tasks],
-                                                 [t.terminated for t in tasks], relabelled)
+        self.store = TransitionStore.from_arrays(
+            [t.obs for t in tasks],
+            [t.action for t in tasks],
+            [t.reward for t in tasks],
+            [t.next_obs for t in tasks],
+            [t.terminated for t in tasks],
+            relabelled,
+        )
         self.dataset.tasks = {}  # the store holds the transitions now; keep only the metadata
 
     @property
     def describe(self) -> dict[str, Any]:
         """What identifies the data (recorded in env.json and checkpoints)."""
-        return {"dataset": {"path": str(self.dataset.path), "dataset_id": self.dataset.dataset_id},
-                "sharing": self.sharing}
+        return {
+            "dataset": {"path": str(self.dataset.path), "dataset_id": self.dataset.dataset_id},
+            "sharing": self.sharing,
+        }
 
     def sample(self, task_q: QFunction | None, device: Any) -> Batch:
         """One batch under the sharing mode (CDS filters with `task_q`), with the sharing statistics accumulated."""
-        batch, stats = make_batch(self.store, self.sharing, self.rng, self.config.batch_size_per_task,
-                                  self.shared_per_task, q_fn=task_q, percentile=self.config.offline.cds_percentile,
-                                  device=device)
+        batch, stats = make_batch(
+            self.store,
+            self.sharing,
+            self.rng,
+            self.config.batch_size_per_task,
+            self.shared_per_task,
+            q_fn=task_q,
+            percentile=self.config.offline.cds_percentile,
+            device=device,
+        )
         self.shared += stats.shared
         self.candidates += stats.candidates
         if np.isfinite(stats.threshold).all():
@@ -145,8 +163,11 @@ class OfflineData:
         """A checkpoint resumes only on the same dataset with the same sharing mode."""
         dataset = saved["dataset"]
         if dataset["dataset_id"] != self.dataset.dataset_id:
-            raise UserError(f"checkpoint was trained on dataset '{dataset['path']}' (id {dataset['dataset_id']}); "
-                            f"dataset={self.dataset.path} is a different dataset (id {self.dataset.dataset_id})")
+            raise UserError(
+                f"checkpoint was trained on dataset '{dataset['path']}' (id {dataset['dataset_id']}); "
+                f"dataset={self.dataset.path} is a different dataset (id {self.dataset.dataset_id})"
+            )
         if saved["sharing"] != self.sharing:
-            raise UserError(f"checkpoint was trained with sharing={saved['sharing']}; this config has "
-                            f"sharing={self.sharing}")
+            raise UserError(
+                f"checkpoint was trained with sharing={saved['sharing']}; this config has sharing={self.sharing}"
+            )

@@ -66,9 +66,15 @@ class TransitionStore:
         return int(self.offsets[-1])
 
     @classmethod
-    def from_arrays(cls, obs: Sequence[np.ndarray], action: Sequence[np.ndarray], reward: Sequence[np.ndarray],
-                    next_obs: Sequence[np.ndarray], terminated: Sequence[np.ndarray],
-                    relabelled: dict[tuple[int, int], np.ndarray] | None = None) -> "TransitionStore":
+    def from_arrays(
+        cls,
+        obs: Sequence[np.ndarray],
+        action: Sequence[np.ndarray],
+        reward: Sequence[np.ndarray],
+        next_obs: Sequence[np.ndarray],
+        terminated: Sequence[np.ndarray],
+        relabelled: dict[tuple[int, int], np.ndarray] | None = None,
+    ) -> "TransitionStore":
         """Build from per-task arrays; `relabelled[(i, j)]` = task i's rewards of task j's transitions."""
         sizes = np.array([len(r) for r in reward], np.int64)
         if (sizes == 0).any():
@@ -77,14 +83,19 @@ class TransitionStore:
         k, n = len(sizes), int(offsets[-1])
         rewards = np.full((k, n), np.nan, np.float32)
         for i in range(k):
-            rewards[i, offsets[i]:offsets[i + 1]] = reward[i]
+            rewards[i, offsets[i] : offsets[i + 1]] = reward[i]
         for (i, j), values in (relabelled or {}).items():
             if i != j:
-                rewards[i, offsets[j]:offsets[j + 1]] = values
-        return cls(obs=np.concatenate(obs).astype(np.float32), action=np.concatenate(action).astype(np.float32),
-                   next_obs=np.concatenate(next_obs).astype(np.float32),
-                   terminated=np.concatenate(terminated).astype(np.float32),
-                   source=np.repeat(np.arange(k), sizes), offsets=offsets, rewards=rewards)
+                rewards[i, offsets[j] : offsets[j + 1]] = values
+        return cls(
+            obs=np.concatenate(obs).astype(np.float32),
+            action=np.concatenate(action).astype(np.float32),
+            next_obs=np.concatenate(next_obs).astype(np.float32),
+            terminated=np.concatenate(terminated).astype(np.float32),
+            source=np.repeat(np.arange(k), sizes),
+            offsets=offsets,
+            rewards=rewards,
+        )
 
     def has_relabelled_rewards(self) -> bool:
         return bool(np.isfinite(self.rewards).all())
@@ -103,8 +114,9 @@ class SharingStats:
         return np.where(self.candidates > 0, self.shared / np.maximum(self.candidates, 1), 0.0)
 
 
-def sample_indices(rng: np.random.Generator, offsets: np.ndarray, own_count: int,
-                   shared_count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def sample_indices(
+    rng: np.random.Generator, offsets: np.ndarray, own_count: int, shared_count: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per task: `own_count` uniform rows of its own data, `shared_count` uniform rows of all other tasks' data."""
     offsets = np.asarray(offsets, np.int64)
     total = int(offsets[-1])
@@ -130,34 +142,50 @@ def cds_filter(q_own: torch.Tensor, q_candidates: torch.Tensor, percentile: floa
     return q_candidates.detach().double() >= threshold, float(threshold)
 
 
-def assemble(store: TransitionStore, mode: str, own: Sequence[np.ndarray], candidates: Sequence[np.ndarray],
-             keep: Sequence[np.ndarray] | None = None) -> Batch:
+def assemble(
+    store: TransitionStore,
+    mode: str,
+    own: Sequence[np.ndarray],
+    candidates: Sequence[np.ndarray],
+    keep: Sequence[np.ndarray] | None = None,
+) -> Batch:
     """The task-by-task batch: task i's own rows, then its kept candidates with task i's (or zero) reward."""
     k = store.num_tasks
     keep = [np.ones(len(c), bool) for c in candidates] if keep is None else keep
     rows, rewards, counts = [], [], np.zeros(k, np.int64)
     for i in range(k):
-        shared = np.asarray(candidates[i], np.int64)[np.asarray(keep[i], bool)] if mode != "none" \
-            else np.zeros(0, np.int64)
-        shared_reward = (np.zeros(len(shared), np.float32) if mode == "cds_zero"
-                         else store.rewards[i, shared])
+        shared = (
+            np.asarray(candidates[i], np.int64)[np.asarray(keep[i], bool)] if mode != "none" else np.zeros(0, np.int64)
+        )
+        shared_reward = np.zeros(len(shared), np.float32) if mode == "cds_zero" else store.rewards[i, shared]
         if len(shared) and not np.isfinite(shared_reward).all():
             raise RuntimeError(f"task {i}: shared transitions have no relabelled reward (mode {mode})")
         rows.append(np.concatenate([own[i], shared]).astype(np.int64))
         rewards.append(np.concatenate([store.rewards[i, own[i]], shared_reward]))
         counts[i] = len(rows[-1])
     index = np.concatenate(rows)
-    return Batch(obs=torch.from_numpy(store.obs[index]), action=torch.from_numpy(store.action[index]),
-                 reward=torch.from_numpy(np.concatenate(rewards).astype(np.float32)),
-                 next_obs=torch.from_numpy(store.next_obs[index]),
-                 terminated=torch.from_numpy(store.terminated[index]),
-                 task_ids=torch.from_numpy(np.repeat(np.arange(k), counts)), counts=torch.from_numpy(counts))
+    return Batch(
+        obs=torch.from_numpy(store.obs[index]),
+        action=torch.from_numpy(store.action[index]),
+        reward=torch.from_numpy(np.concatenate(rewards).astype(np.float32)),
+        next_obs=torch.from_numpy(store.next_obs[index]),
+        terminated=torch.from_numpy(store.terminated[index]),
+        task_ids=torch.from_numpy(np.repeat(np.arange(k), counts)),
+        counts=torch.from_numpy(counts),
+    )
 
 
 @torch.no_grad()
-def make_batch(store: TransitionStore, mode: str, rng: np.random.Generator, own_count: int, shared_count: int,
-               q_fn: QFunction | None = None, percentile: float = 50.0,
-               device: torch.device | str = "cpu") -> tuple[Batch, SharingStats]:
+def make_batch(
+    store: TransitionStore,
+    mode: str,
+    rng: np.random.Generator,
+    own_count: int,
+    shared_count: int,
+    q_fn: QFunction | None = None,
+    percentile: float = 50.0,
+    device: torch.device | str = "cpu",
+) -> tuple[Batch, SharingStats]:
     """Sample one stratified batch under a sharing mode; `q_fn` (needed by cds/cds_zero) is task i's Q."""
     mode = check_mode(mode)
     k = store.num_tasks
@@ -168,13 +196,21 @@ def make_batch(store: TransitionStore, mode: str, rng: np.random.Generator, own_
         if q_fn is None:
             raise ValueError("cds sharing needs a Q function")
         index = np.concatenate(own + cand)
-        task_ids = np.concatenate([np.full(len(o), i) for i, o in enumerate(own)]
-                                  + [np.full(len(c), i) for i, c in enumerate(cand)])
-        q = q_fn(torch.from_numpy(store.obs[index]).to(device), torch.from_numpy(store.action[index]).to(device),
-                 torch.from_numpy(task_ids).to(device)).flatten().cpu()
+        task_ids = np.concatenate(
+            [np.full(len(o), i) for i, o in enumerate(own)] + [np.full(len(c), i) for i, c in enumerate(cand)]
+        )
+        q = (
+            q_fn(
+                torch.from_numpy(store.obs[index]).to(device),
+                torch.from_numpy(store.action[index]).to(device),
+                torch.from_numpy(task_ids).to(device),
+            )
+            .flatten()
+            .cpu()
+        )
         own_sizes = [len(o) for o in own]
         q_own = torch.split(q[: sum(own_sizes)], own_sizes)
-        q_cand = torch.split(q[sum(own_sizes):], [len(c) for c in cand])
+        q_cand = torch.split(q[sum(own_sizes) :], [len(c) for c in cand])
         keep = []
         for i in range(k):
             mask, threshold[i] = cds_filter(q_own[i], q_cand[i], percentile)

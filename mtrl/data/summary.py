@@ -1,6 +1,6 @@
 """Summarise an offline dataset: per task, transitions, episodes, success rate and return statistics.
 
-    python -m mtrl.data.summary data/x.h5 [--json]
+python -m mtrl.data.summary data/x.h5 [--json]
 """
 
 from __future__ import annotations
@@ -24,43 +24,58 @@ def task_rows(dataset: Dataset) -> list[dict[str, Any]]:
         data = dataset.tasks[name]
         stats = data.episode_stats()
         returns = stats["returns"]
-        rows.append({
-            "task": name,
-            "transitions": len(data),
-            "episodes": data.num_episodes,
-            "success_rate": float(stats["success"].mean()),
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "return_min": float(returns.min()),
-            "return_max": float(returns.max()),
-            "mean_length": float(stats["lengths"].mean()),
-            "policy": data.source.get("policy"),
-            "noise": data.source.get("noise"),
-            "random_fraction": data.source.get("random_fraction"),
-        })
+        rows.append(
+            {
+                "task": name,
+                "transitions": len(data),
+                "episodes": data.num_episodes,
+                "success_rate": float(stats["success"].mean()),
+                "return_mean": float(returns.mean()),
+                "return_std": float(returns.std()),
+                "return_min": float(returns.min()),
+                "return_max": float(returns.max()),
+                "mean_length": float(stats["lengths"].mean()),
+                "policy": data.source.get("policy"),
+                "noise": data.source.get("noise"),
+                "random_fraction": data.source.get("random_fraction"),
+            }
+        )
     return rows
 
 
 def summary_dict(dataset: Dataset) -> dict[str, Any]:
-    return {"path": str(dataset.path), "dataset_id": dataset.dataset_id, "created": dataset.created,
-            "benchmark": dataset.benchmark, "protocol": dataset.protocol, "goal_seed": dataset.goal_seed,
-            "obs_dim": dataset.obs_dim, "act_dim": dataset.act_dim, "collection": dataset.collection,
-            "software": dataset.software, "tasks": task_rows(dataset)}
+    return {
+        "path": str(dataset.path),
+        "dataset_id": dataset.dataset_id,
+        "created": dataset.created,
+        "benchmark": dataset.benchmark,
+        "protocol": dataset.protocol,
+        "goal_seed": dataset.goal_seed,
+        "obs_dim": dataset.obs_dim,
+        "act_dim": dataset.act_dim,
+        "collection": dataset.collection,
+        "software": dataset.software,
+        "tasks": task_rows(dataset),
+    }
 
 
 def format_table(dataset: Dataset) -> str:
     rows = task_rows(dataset)
     width = max(len("task"), *(len(r["task"]) for r in rows))
     proto = dataset.protocol
-    lines = [f"dataset {dataset.path} ({dataset.benchmark}, protocol {proto.get('name')} horizon {proto.get('horizon')}, "
-             f"goal seed {dataset.goal_seed}, {len(rows)} tasks, {dataset.num_transitions} transitions, "
-             f"created {dataset.created})",
-             f"{'task':<{width}}  {'transitions':>11}  {'episodes':>8}  {'success':>7}  {'return mean':>11}  "
-             f"{'std':>8}  {'min':>8}  {'max':>8}  policy (noise, random fraction)"]
+    lines = [
+        f"dataset {dataset.path} ({dataset.benchmark}, protocol {proto.get('name')} horizon {proto.get('horizon')}, "
+        f"goal seed {dataset.goal_seed}, {len(rows)} tasks, {dataset.num_transitions} transitions, "
+        f"created {dataset.created})",
+        f"{'task':<{width}}  {'transitions':>11}  {'episodes':>8}  {'success':>7}  {'return mean':>11}  "
+        f"{'std':>8}  {'min':>8}  {'max':>8}  policy (noise, random fraction)",
+    ]
     for r in rows:
-        lines.append(f"{r['task']:<{width}}  {r['transitions']:>11d}  {r['episodes']:>8d}  {r['success_rate']:>7.3f}  "
-                     f"{r['return_mean']:>11.2f}  {r['return_std']:>8.2f}  {r['return_min']:>8.2f}  "
-                     f"{r['return_max']:>8.2f}  {r['policy']} ({r['noise']}, {r['random_fraction']})")
+        lines.append(
+            f"{r['task']:<{width}}  {r['transitions']:>11d}  {r['episodes']:>8d}  {r['success_rate']:>7.3f}  "
+            f"{r['return_mean']:>11.2f}  {r['return_std']:>8.2f}  {r['return_min']:>8.2f}  "
+            f"{r['return_max']:>8.2f}  {r['policy']} ({r['noise']}, {r['random_fraction']})"
+        )
     mean_success = float(np.mean([r["success_rate"] for r in rows]))
     lines.append(f"{'mean over tasks':<{width}}  {'':>11}  {'':>8}  {mean_success:>7.3f}")
     return "\n".join(lines)

@@ -63,18 +63,22 @@ def options_of(name: str) -> dict:
     return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
-def make_network(name: str, in_dim: int, out_dim: int, num_tasks: int,
-                 hidden_sizes: Sequence[int], task_names: Sequence[str] | None = None,
-                 **options) -> nn.Module:
+def make_network(
+    name: str,
+    in_dim: int,
+    out_dim: int,
+    num_tasks: int,
+    hidden_sizes: Sequence[int],
+    task_names: Sequence[str] | None = None,
+    **options,
+) -> nn.Module:
     """Build the task-conditioned network ``name``; see the module docstring."""
     cls = _get(name)
     allowed = options_of(name)
     for key in options:
         if key not in allowed:
             allowed_txt = ", ".join(allowed) if allowed else "(none)"
-            raise ValueError(
-                f"unknown option {key!r} for encoder {name!r}; allowed options: {allowed_txt}"
-            )
+            raise ValueError(f"unknown option {key!r} for encoder {name!r}; allowed options: {allowed_txt}")
     return cls(in_dim, out_dim, num_tasks, hidden_sizes, task_names, **options)
 
 

@@ -44,12 +44,10 @@ def check_int(name: str, value, low: int, high: int | None = None) -> int:
     return value
 
 
-def check_float(name: str, value, low: float, high: float | None = None,
-                low_inclusive: bool = True) -> float:
+def check_float(name: str, value, low: float, high: float | None = None, low_inclusive: bool = True) -> float:
     """Return ``value`` as a float, or raise ValueError naming it and the allowed range."""
     lb = "[" if low_inclusive else "("
-    rng = (f"in {lb}{low}, {high}]" if high is not None
-           else f"{'>=' if low_inclusive else '>'} {low}")
+    rng = f"in {lb}{low}, {high}]" if high is not None else f"{'>=' if low_inclusive else '>'} {low}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number {rng}, got {value!r}")
     value = float(value)
@@ -70,9 +68,7 @@ def check_hidden_sizes(hidden_sizes, min_layers: int = 0, name: str = "hidden_si
         raise ValueError(f"{name} must be a sequence of positive integers, got {hidden_sizes!r}")
     sizes = list(hidden_sizes)
     if len(sizes) < min_layers:
-        raise ValueError(
-            f"{name} must have at least {min_layers} layer(s) for this encoder, got {sizes!r}"
-        )
+        raise ValueError(f"{name} must have at least {min_layers} layer(s) for this encoder, got {sizes!r}")
     return [check_int(f"{name}[{i}]", s, 1) for i, s in enumerate(sizes)]
 
 
@@ -88,8 +84,7 @@ def task_rows(table: torch.Tensor, task_ids: torch.Tensor, batch: int) -> torch.
     return rows.expand(batch, *table.shape[1:])
 
 
-def task_one_hot(task_ids: torch.Tensor, num_tasks: int, dtype: torch.dtype,
-                 batch: int) -> torch.Tensor:
+def task_one_hot(task_ids: torch.Tensor, num_tasks: int, dtype: torch.dtype, batch: int) -> torch.Tensor:
     """(batch,) or 0-dim long -> (batch, num_tasks) one-hot.
 
     vmap-safe (``F.one_hot`` validates values with ``.item()``)."""
@@ -154,8 +149,7 @@ class TaskLinear(nn.Module):
 
     MODES = ("auto", "gather", "all")
 
-    def __init__(self, num_tasks: int, in_dim: int, out_dim: int, bias: bool = True,
-                 mode: str = "auto"):
+    def __init__(self, num_tasks: int, in_dim: int, out_dim: int, bias: bool = True, mode: str = "auto"):
         super().__init__()
         check_choice("mode", mode, self.MODES)
         self.num_tasks, self.in_dim, self.out_dim = num_tasks, in_dim, out_dim
@@ -197,8 +191,10 @@ class TaskLinear(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return (f"num_tasks={self.num_tasks}, in_dim={self.in_dim}, out_dim={self.out_dim}, "
-                f"bias={self.bias is not None}, mode={self.mode}")
+        return (
+            f"num_tasks={self.num_tasks}, in_dim={self.in_dim}, out_dim={self.out_dim}, "
+            f"bias={self.bias is not None}, mode={self.mode}"
+        )
 
 
 class ParallelLinear(nn.Module):
@@ -290,8 +286,15 @@ class TaskConditionedNetwork(nn.Module):
     # and whose slice t only ever receives gradient from samples of task t.
     per_task_parameters: tuple[str, ...] = ()
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, min_hidden_layers: int = 0):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        min_hidden_layers: int = 0,
+    ):
         super().__init__()
         self.in_dim = check_int("in_dim", in_dim, 1)
         self.out_dim = check_int("out_dim", out_dim, 1)
@@ -300,9 +303,7 @@ class TaskConditionedNetwork(nn.Module):
         if task_names is not None:
             task_names = [str(t) for t in task_names]
             if len(task_names) != self.num_tasks:
-                raise ValueError(
-                    f"task_names has {len(task_names)} entries but num_tasks is {self.num_tasks}"
-                )
+                raise ValueError(f"task_names has {len(task_names)} entries but num_tasks is {self.num_tasks}")
         self.task_names = task_names
 
     def task_specific_parameter_names(self) -> list[str]:
@@ -313,8 +314,11 @@ class TaskConditionedNetwork(nn.Module):
         computation and apply the plain sum of task losses to them: this saves K x their size
         in memory for vmap-ed per-task gradients.
         """
-        names = [n for n, _ in self.named_parameters() if n in self.per_task_parameters
-                 or n.rsplit(".", 1)[0] in self.per_task_parameters]
+        names = [
+            n
+            for n, _ in self.named_parameters()
+            if n in self.per_task_parameters or n.rsplit(".", 1)[0] in self.per_task_parameters
+        ]
         for mod_name, mod in self.named_modules():
             if isinstance(mod, TaskLinear):
                 names += [f"{mod_name}.{n}" for n, _ in mod.named_parameters()]
@@ -325,11 +329,12 @@ class TaskConditionedNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_dim:
-            raise ValueError(f"{self.name}: expected x with last dim {self.in_dim}, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(f"{self.name}: expected x with last dim {self.in_dim}, got shape {tuple(x.shape)}")
         if task_ids.dim() != 0 and tuple(task_ids.shape) != tuple(x.shape[:-1]):
-            raise ValueError(f"{self.name}: task_ids shape {tuple(task_ids.shape)} must equal "
-                             f"x's batch shape {tuple(x.shape[:-1])} (or be 0-dim)")
+            raise ValueError(
+                f"{self.name}: task_ids shape {tuple(task_ids.shape)} must equal "
+                f"x's batch shape {tuple(x.shape[:-1])} (or be 0-dim)"
+            )
         lead = x.shape[:-1]
         ids = task_ids.long() if task_ids.dim() == 0 else task_ids.reshape(-1).long()
         y = self._forward(x.reshape(-1, self.in_dim), ids)

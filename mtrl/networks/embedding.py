@@ -32,12 +32,22 @@ class EmbeddingNetwork(TaskConditionedNetwork):
     per_task_parameters = ("embedding",)
     WHERE = ("input", "hidden")
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, dim: int = 32,
-                 where: str = "input", init_std: float = 1.0):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        dim: int = 32,
+        where: str = "input",
+        init_std: float = 1.0,
+    ):
         check_choice("where", where, self.WHERE)
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names,
-                         min_hidden_layers=1 if where == "hidden" else 0)
+        super().__init__(
+            in_dim, out_dim, num_tasks, hidden_sizes, task_names, min_hidden_layers=1 if where == "hidden" else 0
+        )
         self.dim = check_int("dim", dim, 1)
         self.where = where
         init_std = check_float("init_std", init_std, 0.0)

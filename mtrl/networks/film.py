@@ -25,18 +25,23 @@ class FiLMNetwork(TaskConditionedNetwork):
     per_task_parameters = ("gammas", "betas")
     POSITIONS = ("pre", "post")
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, position: str = "pre"):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        position: str = "pre",
+    ):
         check_choice("position", position, self.POSITIONS)
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names,
-                         min_hidden_layers=1)
+        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names, min_hidden_layers=1)
         self.position = position
         dims = [self.in_dim, *self.hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.gammas = nn.ParameterList(
-            nn.Parameter(torch.ones(self.num_tasks, h)) for h in self.hidden_sizes)
-        self.betas = nn.ParameterList(
-            nn.Parameter(torch.zeros(self.num_tasks, h)) for h in self.hidden_sizes)
+        self.gammas = nn.ParameterList(nn.Parameter(torch.ones(self.num_tasks, h)) for h in self.hidden_sizes)
+        self.betas = nn.ParameterList(nn.Parameter(torch.zeros(self.num_tasks, h)) for h in self.hidden_sizes)
         self.out = nn.Linear(dims[-1], self.out_dim)
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:

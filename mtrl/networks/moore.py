@@ -41,11 +41,19 @@ class MOORENetwork(TaskConditionedNetwork):
     name = "moore"
     per_task_parameters = ("task_weights",)
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, num_experts: int = 4,
-                 multihead: bool = True, activation: str = "tanh"):
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names,
-                         min_hidden_layers=1)
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        num_experts: int = 4,
+        multihead: bool = True,
+        activation: str = "tanh",
+    ):
+        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names, min_hidden_layers=1)
         d = self.hidden_sizes[-1]
         self.num_experts = check_int("num_experts", num_experts, 1, d)
         self.activation = check_choice("activation", activation, tuple(_ACTIVATIONS))
@@ -64,8 +72,8 @@ class MOORENetwork(TaskConditionedNetwork):
         return gram_schmidt(self.experts(x))
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        v = self.expert_representations(x)                     # (B, k, d)
-        w = task_rows(self.task_weights, task_ids, x.shape[0])   # (B, k)
+        v = self.expert_representations(x)  # (B, k, d)
+        w = task_rows(self.task_weights, task_ids, x.shape[0])  # (B, k)
         h = _ACTIVATIONS[self.activation]((w.unsqueeze(-1) * v).sum(-2))
         if self.multihead:
             return self.head(h, task_ids)

@@ -19,8 +19,16 @@ class MultiHeadNetwork(TaskConditionedNetwork):
 
     name = "multihead"
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, task_input: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        task_input: bool = False,
+    ):
         super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
         self.task_input = bool(task_input)
         trunk_in = self.in_dim + (self.num_tasks if self.task_input else 0)

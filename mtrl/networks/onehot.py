@@ -14,8 +14,14 @@ class OneHotNetwork(TaskConditionedNetwork):
 
     name = "onehot"
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+    ):
         super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
         self.mlp = MLP(self.in_dim + self.num_tasks, [*self.hidden_sizes, self.out_dim])
 

@@ -26,13 +26,20 @@ class PaCoNetwork(TaskConditionedNetwork):
     name = "paco"
     per_task_parameters = ("task_vectors",)
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, num_sets: int = 5):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        num_sets: int = 5,
+    ):
         super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
         self.num_sets = check_int("num_sets", num_sets, 1)
         dims = [self.in_dim, *self.hidden_sizes, self.out_dim]
-        self.layers = nn.ModuleList(
-            ParallelLinear(self.num_sets, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(ParallelLinear(self.num_sets, a, b) for a, b in zip(dims[:-1], dims[1:]))
         w = torch.rand(self.num_tasks, self.num_sets)
         self.task_vectors = nn.Parameter(w / w.sum(-1, keepdim=True))
 
@@ -40,7 +47,7 @@ class PaCoNetwork(TaskConditionedNetwork):
         w = task_rows(self.task_vectors, task_ids, x.shape[0]).unsqueeze(-1)  # (B, S, 1)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = (w * layer(x)).sum(-2)                                    # (B, out)
+            x = (w * layer(x)).sum(-2)  # (B, out)
             if i < last:
                 x = torch.relu(x)
         return x

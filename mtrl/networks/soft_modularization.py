@@ -31,11 +31,20 @@ class SoftModularizationNetwork(TaskConditionedNetwork):
     name = "soft_modularization"
     per_task_parameters = ("task_embedding",)
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, num_layers: int = 2,
-                 num_modules: int = 2, module_hidden: int = 256, routing_hidden: int = 256):
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names,
-                         min_hidden_layers=1)
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        num_layers: int = 2,
+        num_modules: int = 2,
+        module_hidden: int = 256,
+        routing_hidden: int = 256,
+    ):
+        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names, min_hidden_layers=1)
         self.num_layers = check_int("num_layers", num_layers, 1)
         self.num_modules = n = check_int("num_modules", num_modules, 1)
         self.module_hidden = m = check_int("module_hidden", module_hidden, 1)
@@ -48,13 +57,11 @@ class SoftModularizationNetwork(TaskConditionedNetwork):
         nn.init.uniform_(self.task_embedding, -1.0, 1.0)
         self.routing_base = nn.Linear(D, r)
         # W_d: routing features -> logits (n*n for the L-1 inner transitions, n for the output)
-        self.route_out = nn.ModuleList(
-            nn.Linear(r, n * n if l < L - 1 else n) for l in range(L))
+        self.route_out = nn.ModuleList(nn.Linear(r, n * n if l < L - 1 else n) for l in range(L))
         # W_u: previous routing probabilities -> routing features
         self.route_up = nn.ModuleList(nn.Linear(n * n, r) for _ in range(L - 1))
 
-        self.module_layers = nn.ModuleList(
-            ParallelLinear(n, D if l == 0 else m, m) for l in range(L))
+        self.module_layers = nn.ModuleList(ParallelLinear(n, D if l == 0 else m, m) for l in range(L))
         self.out = nn.Linear(m, self.out_dim)
 
     def routing(self, features: torch.Tensor, task_ids: torch.Tensor) -> list[torch.Tensor]:
@@ -77,7 +84,7 @@ class SoftModularizationNetwork(TaskConditionedNetwork):
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         f = self.state_encoder(x)
         probs = self.routing(f, task_ids)
-        h = torch.relu(self.module_layers[0](f))                 # (B, n, m)
+        h = torch.relu(self.module_layers[0](f))  # (B, n, m)
         for l in range(1, self.num_layers):
             mixed = torch.einsum("bji,bim->bjm", probs[l - 1], h)
             h = torch.relu(self.module_layers[l](mixed))

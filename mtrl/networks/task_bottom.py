@@ -21,15 +21,22 @@ class TaskBottomNetwork(TaskConditionedNetwork):
 
     name = "task_bottom"
 
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, hidden_sizes: Sequence[int],
-                 task_names: Sequence[str] | None = None, *, depth: int = 1):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        task_names: Sequence[str] | None = None,
+        *,
+        depth: int = 1,
+    ):
         super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
         n_layers = len(self.hidden_sizes) + 1
         self.depth = check_int("depth", depth, 1, n_layers)
         dims = [self.in_dim, *self.hidden_sizes, self.out_dim]
-        self.bottom = nn.ModuleList(
-            TaskLinear(self.num_tasks, dims[i], dims[i + 1]) for i in range(self.depth))
-        self.top = MLP(dims[self.depth], dims[self.depth + 1:]) if self.depth < n_layers else None
+        self.bottom = nn.ModuleList(TaskLinear(self.num_tasks, dims[i], dims[i + 1]) for i in range(self.depth))
+        self.top = MLP(dims[self.depth], dims[self.depth + 1 :]) if self.depth < n_layers else None
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         n_layers = len(self.hidden_sizes) + 1

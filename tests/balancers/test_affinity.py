@@ -23,9 +23,11 @@ def setup(counts, seed=0):
     objective = BalancedObjective(B.make("uniform", K), net, K)
     counts = torch.tensor(counts)
     n = int(counts.sum())
-    tensors = {"obs": torch.randn(n, IN, dtype=torch.float64),
-               "task_ids": torch.repeat_interleave(torch.arange(K), counts),
-               "target": torch.randn(n, dtype=torch.float64)}
+    tensors = {
+        "obs": torch.randn(n, IN, dtype=torch.float64),
+        "task_ids": torch.repeat_interleave(torch.arange(K), counts),
+        "target": torch.randn(n, dtype=torch.float64),
+    }
 
     def sample_loss(params, obs, task_ids, target):
         return (functional_call(net, params, (obs, task_ids)).squeeze(-1) - target) ** 2
@@ -35,6 +37,7 @@ def setup(counts, seed=0):
 
 def reference_affinity(net, sample_loss, tensors, counts, lr):
     """K explicit SGD steps on copies of the network, each on one task's loss, shared parameters only."""
+
     def losses_of(module):
         objective = BalancedObjective(B.make("uniform", K), module, K)
         return objective, objective.task_losses(sample_loss, tensors, counts, params=dict(module.named_parameters()))[0]

@@ -11,17 +11,40 @@ import mtrl.balancers as B
 
 GRADIENT = ["cagrad", "fairgrad", "nashmtl", "pcgrad"]
 ALL = sorted(B.available())
-VARIANTS = [("cagrad", {}), ("cagrad", {"rescale": False}), ("cagrad", {"c": 0.0}), ("fairgrad", {}),
-            ("fairgrad", {"solver": "newton"}), ("fairgrad", {"alpha": 1.0}), ("nashmtl", {}),
-            ("pcgrad", {}), ("pcgrad", {"reduction": "sum"}), ("pcgrad", {"variant": "mtrl"}),
-            ("cagrad", {"variant": "mtrl"}), ("cagrad", {"variant": "mtrl", "c": 0.0}),
-            ("fairgrad", {"variant": "mtrl"}),
-            ("famo", {}), ("famo", {"variant": "mtrl"}), ("igb", {}), ("uniform", {}),
-            ("mgda", {}), ("mgda", {"normalization": "l2"}), ("paretomtl", {"init_steps": 1})]
+VARIANTS = [
+    ("cagrad", {}),
+    ("cagrad", {"rescale": False}),
+    ("cagrad", {"c": 0.0}),
+    ("fairgrad", {}),
+    ("fairgrad", {"solver": "newton"}),
+    ("fairgrad", {"alpha": 1.0}),
+    ("nashmtl", {}),
+    ("pcgrad", {}),
+    ("pcgrad", {"reduction": "sum"}),
+    ("pcgrad", {"variant": "mtrl"}),
+    ("cagrad", {"variant": "mtrl"}),
+    ("cagrad", {"variant": "mtrl", "c": 0.0}),
+    ("fairgrad", {"variant": "mtrl"}),
+    ("famo", {}),
+    ("famo", {"variant": "mtrl"}),
+    ("igb", {}),
+    ("uniform", {}),
+    ("mgda", {}),
+    ("mgda", {"normalization": "l2"}),
+    ("paretomtl", {"init_steps": 1}),
+]
 #: (name, options) whose K = 1 direction is exactly the plain gradient; the others give a positive multiple.
-EXACT_K1 = {("cagrad", '{"c": 0.0}'), ("pcgrad", "{}"), ("pcgrad", '{"reduction": "sum"}'),
-            ("pcgrad", '{"variant": "mtrl"}'), ("cagrad", '{"variant": "mtrl", "c": 0.0}'), ("famo", "{}"),
-            ("uniform", "{}"), ("mgda", "{}"), ("paretomtl", '{"init_steps": 1}')}
+EXACT_K1 = {
+    ("cagrad", '{"c": 0.0}'),
+    ("pcgrad", "{}"),
+    ("pcgrad", '{"reduction": "sum"}'),
+    ("pcgrad", '{"variant": "mtrl"}'),
+    ("cagrad", '{"variant": "mtrl", "c": 0.0}'),
+    ("famo", "{}"),
+    ("uniform", "{}"),
+    ("mgda", "{}"),
+    ("paretomtl", '{"init_steps": 1}'),
+}
 
 
 def direction(bal, G, losses=None):
@@ -31,6 +54,7 @@ def direction(bal, G, losses=None):
 
 def key(name, opts):
     import json
+
     return (name, json.dumps(opts))
 
 
@@ -98,9 +122,17 @@ def test_output_dtype_follows_input(name, dtype):
     assert d.dtype == dtype and w.dtype == dtype and d.shape == (5,) and w.shape == (3,)
 
 
-STATEFUL = [("pcgrad", {"seed": 3}), ("pcgrad", {}), ("nashmtl", {"update_every": 3}), ("famo", {}),
-            ("igb", {"base_step": 3}), ("cagrad", {}), ("fairgrad", {}), ("uniform", {}),
-            ("paretomtl", {"init_steps": 3})]
+STATEFUL = [
+    ("pcgrad", {"seed": 3}),
+    ("pcgrad", {}),
+    ("nashmtl", {"update_every": 3}),
+    ("famo", {}),
+    ("igb", {"base_step": 3}),
+    ("cagrad", {}),
+    ("fairgrad", {}),
+    ("uniform", {}),
+    ("paretomtl", {"init_steps": 3}),
+]
 
 
 def step(bal, G, losses):
@@ -113,8 +145,10 @@ def step(bal, G, losses):
 @pytest.mark.parametrize("name, opts", STATEFUL)
 def test_state_dict_round_trip_reproduces_the_next_outputs(name, opts):
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(5, 8, generator=gen, dtype=torch.float64),
-                torch.rand(5, generator=gen, dtype=torch.float64) + 0.1) for _ in range(8)]
+    batches = [
+        (torch.randn(5, 8, generator=gen, dtype=torch.float64), torch.rand(5, generator=gen, dtype=torch.float64) + 0.1)
+        for _ in range(8)
+    ]
     bal = B.make(name, num_tasks=5, **opts)
     for G, losses in batches[:4]:
         step(bal, G, losses)

@@ -6,9 +6,18 @@ import torch
 import mtrl.balancers as B
 from mtrl.errors import UserError
 
-KINDS = {"cagrad": "gradient", "fairgrad": "gradient", "nashmtl": "gradient", "pcgrad": "gradient",
-         "mgda": "gradient", "paretomtl": "gradient",
-         "famo": "loss", "igb": "loss", "igbv2": "loss", "uniform": "loss"}
+KINDS = {
+    "cagrad": "gradient",
+    "fairgrad": "gradient",
+    "nashmtl": "gradient",
+    "pcgrad": "gradient",
+    "mgda": "gradient",
+    "paretomtl": "gradient",
+    "famo": "loss",
+    "igb": "loss",
+    "igbv2": "loss",
+    "uniform": "loss",
+}
 
 
 def one_line_error(fn, *fragments):
@@ -28,7 +37,9 @@ def test_available_lists_every_method_with_its_kind():
 
 
 def test_unknown_name_lists_choices():
-    err = one_line_error(lambda: B.make("x", num_tasks=3), "unknown balancer 'x'", "choose one of: cagrad, fairgrad, famo")
+    err = one_line_error(
+        lambda: B.make("x", num_tasks=3), "unknown balancer 'x'", "choose one of: cagrad, fairgrad, famo"
+    )
     assert isinstance(err, UserError)
 
 

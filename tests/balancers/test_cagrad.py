@@ -33,8 +33,7 @@ def brute_force_best(G, c, samples=60_000, seed=0):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.sampled_from([2, 3]), dim=st.sampled_from([2, 3]),
-       c=st.floats(0.05, 1.5))
+@given(seed=st.integers(0, 2**31 - 1), k=st.sampled_from([2, 3]), dim=st.sampled_from([2, 3]), c=st.floats(0.05, 1.5))
 def test_direction_is_in_the_ball_and_beats_brute_force(seed, k, dim, c):
     G = rand(seed, k, dim)
     d, w = B.make("cagrad", num_tasks=k, c=c, rescale=False).combine(G)

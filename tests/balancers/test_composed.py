@@ -17,8 +17,18 @@ from mtrl.replay import MultiTaskReplay
 GRADIENT = [name for name in B.available() if B.make(name, 2).kind == "gradient"]
 LOSS = [name for name in B.available() if B.make(name, 2).kind == "loss"]
 #: Small options for the loss methods whose defaults wait many calls before they act.
-LOSS_OPTIONS = {"igb": {"base_step": 1}, "igbv2": {"seed": 0, "base_step": 1, "random_steps": 2, "update_after": 2,
-                                                   "update_every": 2, "batch_size": 4, "hidden": [8, 8]}}
+LOSS_OPTIONS = {
+    "igb": {"base_step": 1},
+    "igbv2": {
+        "seed": 0,
+        "base_step": 1,
+        "random_steps": 2,
+        "update_after": 2,
+        "update_every": 2,
+        "batch_size": 4,
+        "hidden": [8, 8],
+    },
+}
 
 
 def rand(seed, *shape):
@@ -115,15 +125,27 @@ def test_famo_keeps_its_two_phase_update_inside_a_composition():
 
     k, obs, act = 3, 39, 4
     torch.manual_seed(0)
-    agent = SACAgent(obs, act, ["reach-v3", "push-v3", "drawer-close-v3"], SACConfig(hidden_sizes=[32, 32]),
-                     {"name": "onehot"}, torch.device("cpu"))
+    agent = SACAgent(
+        obs,
+        act,
+        ["reach-v3", "push-v3", "drawer-close-v3"],
+        SACConfig(hidden_sizes=[32, 32]),
+        {"name": "onehot"},
+        torch.device("cpu"),
+    )
     agent.set_balancers(make("nashmtl", "famo", k), make("pcgrad", "igbv2", k, seed=0))
     assert agent.critic_objective.needs_after_step and not agent.actor_objective.needs_after_step
     rng = np.random.default_rng(0)
     replay = MultiTaskReplay(k, 64, obs, act, seed=0)
     for _ in range(64):
-        replay.add(np.arange(k), rng.normal(size=(k, obs)), rng.uniform(-1, 1, (k, act)), rng.uniform(size=k),
-                   rng.normal(size=(k, obs)), np.zeros(k))
+        replay.add(
+            np.arange(k),
+            rng.normal(size=(k, obs)),
+            rng.uniform(-1, 1, (k, act)),
+            rng.uniform(size=k),
+            rng.normal(size=(k, obs)),
+            np.zeros(k),
+        )
     for _ in range(3):
         metrics = agent.update(replay.sample(np.full(k, 8)))
     assert all(torch.isfinite(v).all() for v in metrics.values())
@@ -163,17 +185,30 @@ def test_state_dict_round_trip_holds_both_halves(gradient, loss):
         assert torch.equal(d, d2) and torch.equal(w, w2)
 
 
-@pytest.mark.parametrize("name, opts, fragments", [
-    ("famo", {"loss_weighting": "igb"}, ["balancer.loss_weighting='igb'", "famo weights the losses itself", "pcgrad"]),
-    ("pcgrad", {"loss_weighting": "nashmtl"}, ["balancer.loss_weighting='nashmtl'", "famo, igb, igbv2, uniform"]),
-    ("pcgrad", {"loss_weighting": "igbv3"}, ["'igbv3'", "famo, igb, igbv2, uniform"]),
-    ("cagrad", {"loss_weighting_options": {"base_step": 2}}, ["balancer.loss_weighting_options=", "without"]),
-    ("cagrad", {"loss_weighting": "igb", "loss_weighting_options": {"lr": 1}},
-     ["balancer.loss_weighting_options: unknown option 'lr'", "base_step, eps"]),
-    ("cagrad", {"loss_weighting": "igb", "loss_weighting_options": {"base_step": 0}},
-     ["balancer.loss_weighting_options: balancer.base_step=0", ">= 1"]),
-    ("cagrad", {"loss_weighting": "igb", "loss_weighting_options": [1]}, ["loss_weighting_options=[1]", "mapping"]),
-])
+@pytest.mark.parametrize(
+    "name, opts, fragments",
+    [
+        (
+            "famo",
+            {"loss_weighting": "igb"},
+            ["balancer.loss_weighting='igb'", "famo weights the losses itself", "pcgrad"],
+        ),
+        ("pcgrad", {"loss_weighting": "nashmtl"}, ["balancer.loss_weighting='nashmtl'", "famo, igb, igbv2, uniform"]),
+        ("pcgrad", {"loss_weighting": "igbv3"}, ["'igbv3'", "famo, igb, igbv2, uniform"]),
+        ("cagrad", {"loss_weighting_options": {"base_step": 2}}, ["balancer.loss_weighting_options=", "without"]),
+        (
+            "cagrad",
+            {"loss_weighting": "igb", "loss_weighting_options": {"lr": 1}},
+            ["balancer.loss_weighting_options: unknown option 'lr'", "base_step, eps"],
+        ),
+        (
+            "cagrad",
+            {"loss_weighting": "igb", "loss_weighting_options": {"base_step": 0}},
+            ["balancer.loss_weighting_options: balancer.base_step=0", ">= 1"],
+        ),
+        ("cagrad", {"loss_weighting": "igb", "loss_weighting_options": [1]}, ["loss_weighting_options=[1]", "mapping"]),
+    ],
+)
 def test_bad_compositions_are_one_line_errors(name, opts, fragments):
     with pytest.raises(UserError) as info:
         B.make(name, 3, **opts)

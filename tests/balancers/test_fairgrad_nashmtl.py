@@ -14,8 +14,10 @@ def well_conditioned(seed, k, dim=None):
     gen = torch.Generator().manual_seed(seed)
     dim = dim or k + 4
     scales = torch.rand(k, 1, generator=gen, dtype=torch.float64) * 3 + 0.2  # different gradient norms
-    return scales * (torch.randn(k, dim, generator=gen, dtype=torch.float64)
-                     + 0.5 * torch.randn(1, dim, generator=gen, dtype=torch.float64))
+    return scales * (
+        torch.randn(k, dim, generator=gen, dtype=torch.float64)
+        + 0.5 * torch.randn(1, dim, generator=gen, dtype=torch.float64)
+    )
 
 
 def relative_residual(G, w, p):
@@ -25,8 +27,12 @@ def relative_residual(G, w, p):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 8), alpha=st.floats(0.3, 8.0),
-       solver=st.sampled_from(["least_squares", "newton"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(2, 8),
+    alpha=st.floats(0.3, 8.0),
+    solver=st.sampled_from(["least_squares", "newton"]),
+)
 def test_fairgrad_weights_solve_the_alpha_fair_system(seed, k, alpha, solver):
     G = well_conditioned(seed, k)
     d, w = B.make("fairgrad", num_tasks=k, alpha=alpha, solver=solver).combine(G)
@@ -54,8 +60,9 @@ def test_fairgrad_alpha_one_matches_nashmtl(seed, k):
     torch.testing.assert_close(w_fair, w_nash, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("name, opts, power",
-                         [("nashmtl", {}, 0.0), ("fairgrad", {"alpha": 1.0}, 0.0), ("fairgrad", {"alpha": 3.0}, -0.5)])
+@pytest.mark.parametrize(
+    "name, opts, power", [("nashmtl", {}, 0.0), ("fairgrad", {"alpha": 1.0}, 0.0), ("fairgrad", {"alpha": 3.0}, -0.5)]
+)
 def test_scaling_law_of_the_direction(name, opts, power):
     """Scaling G by s scales d by s^((1 - alpha) / (1 + alpha)): Nash-MTL's d is scale-free."""
     G = well_conditioned(5, 4)

@@ -49,7 +49,7 @@ def test_actor_phase_samples_the_actor_on_the_raw_losses():
     k = 4
     bal = B.make("igbv2", k, seed=3, **{**FAST, "update_after": 100})
     sequence = scripted_losses(k, 6)
-    for losses in sequence[:FAST["random_steps"]]:
+    for losses in sequence[: FAST["random_steps"]]:
         bal.weights(losses)
     losses = sequence[FAST["random_steps"]]
     generator = torch.Generator()
@@ -108,8 +108,12 @@ def test_one_sac_step_matches_the_authors_update():
     k, n = 3, 8
     bal = B.make("igbv2", k, seed=4, hidden=[8, 8])
     gen = torch.Generator().manual_seed(5)
-    batch = (torch.rand(n, k, generator=gen), k * torch.softmax(torch.randn(n, k, generator=gen), -1),
-             torch.randn(n, generator=gen), torch.rand(n, k, generator=gen))
+    batch = (
+        torch.rand(n, k, generator=gen),
+        k * torch.softmax(torch.randn(n, k, generator=gen), -1),
+        torch.randn(n, generator=gen),
+        torch.rand(n, k, generator=gen),
+    )
     actor, critic, target = copy.deepcopy(bal.actor), copy.deepcopy(bal.critic), copy.deepcopy(bal.critic_target)
     log_alpha = bal.log_alpha.detach().clone().requires_grad_(True)
     opt_actor = torch.optim.Adam(actor.parameters(), lr=3e-4)
@@ -193,16 +197,19 @@ def test_non_finite_losses_are_not_stored_and_the_agent_stays_finite():
     assert torch.isfinite(bal.last_weights).all() and all(torch.isfinite(p).all() for p in bal.actor.parameters())
 
 
-@pytest.mark.parametrize("opts, fragments", [
-    ({"base_step": 0}, ["balancer.base_step=0", ">= 1"]),
-    ({"update_every": 0}, ["balancer.update_every=0", ">= 1"]),
-    ({"random_steps": -1}, ["random_steps", ">= 0"]),
-    ({"buffer_size": 0}, ["buffer_size", ">= 1"]),
-    ({"lr": 0.0}, ["balancer.lr=0.0", "> 0"]),
-    ({"reward_scale": -1.0}, ["reward_scale", "> 0"]),
-    ({"hidden": []}, ["balancer.hidden", "positive integer"]),
-    ({"seed": -1}, ["balancer.seed=-1", ">= 0"]),
-])
+@pytest.mark.parametrize(
+    "opts, fragments",
+    [
+        ({"base_step": 0}, ["balancer.base_step=0", ">= 1"]),
+        ({"update_every": 0}, ["balancer.update_every=0", ">= 1"]),
+        ({"random_steps": -1}, ["random_steps", ">= 0"]),
+        ({"buffer_size": 0}, ["buffer_size", ">= 1"]),
+        ({"lr": 0.0}, ["balancer.lr=0.0", "> 0"]),
+        ({"reward_scale": -1.0}, ["reward_scale", "> 0"]),
+        ({"hidden": []}, ["balancer.hidden", "positive integer"]),
+        ({"seed": -1}, ["balancer.seed=-1", ">= 0"]),
+    ],
+)
 def test_bad_options_are_one_line_errors(opts, fragments):
     with pytest.raises(UserError) as info:
         B.make("igbv2", 3, **opts)

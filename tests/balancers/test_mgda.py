@@ -62,13 +62,16 @@ def test_min_norm_on_a_fine_simplex_grid_for_three_tasks():
     assert float(d @ d) >= grid_best - 1e-3
 
 
-@pytest.mark.parametrize("G, expected", [
-    ([[1.0, 0.0], [0.0, 1.0]], [0.5, 0.5]),            # orthogonal unit vectors: the midpoint
-    ([[1.0, 0.0], [1.0, 1.0]], [1.0, 0.0]),            # g1 . g2 = |g1|^2: the vertex g1
-    ([[2.0, 0.0], [-1.0, 0.0]], [0.0, 0.0]),           # opposite: 0 lies on the segment
-    ([[1.0, 0.0], [-1.0, 1.0], [-1.0, -1.0]], [0.0, 0.0]),  # 0 inside the triangle
-    ([[3.0, 4.0], [3.0, 4.0]], [3.0, 4.0]),            # identical gradients: d = g
-])
+@pytest.mark.parametrize(
+    "G, expected",
+    [
+        ([[1.0, 0.0], [0.0, 1.0]], [0.5, 0.5]),  # orthogonal unit vectors: the midpoint
+        ([[1.0, 0.0], [1.0, 1.0]], [1.0, 0.0]),  # g1 . g2 = |g1|^2: the vertex g1
+        ([[2.0, 0.0], [-1.0, 0.0]], [0.0, 0.0]),  # opposite: 0 lies on the segment
+        ([[1.0, 0.0], [-1.0, 1.0], [-1.0, -1.0]], [0.0, 0.0]),  # 0 inside the triangle
+        ([[3.0, 4.0], [3.0, 4.0]], [3.0, 4.0]),  # identical gradients: d = g
+    ],
+)
 def test_hand_built_cases(G, expected):
     G = torch.tensor(G, dtype=torch.float64)
     d, _ = B.make("mgda", num_tasks=G.shape[0]).combine(G)
@@ -79,8 +82,13 @@ def test_single_task_and_degenerate_inputs():
     g = torch.tensor([[1.0, -2.0, 0.5]])
     d, w = B.make("mgda", num_tasks=1).combine(g)
     assert torch.equal(d, g[0]) and torch.equal(w, torch.ones(1))
-    for G in (torch.zeros(3, 4), torch.stack([torch.ones(4), -torch.ones(4)]), 1e-20 * torch.randn(3, 4),
-              1e15 * torch.randn(3, 4), torch.randn(7, 2)):
+    for G in (
+        torch.zeros(3, 4),
+        torch.stack([torch.ones(4), -torch.ones(4)]),
+        1e-20 * torch.randn(3, 4),
+        1e15 * torch.randn(3, 4),
+        torch.randn(7, 2),
+    ):
         d, w = B.make("mgda", num_tasks=G.shape[0]).combine(G)
         assert torch.isfinite(d).all() and torch.isfinite(w).all()
     d, _ = B.make("mgda", num_tasks=2).combine(torch.stack([torch.ones(4), -torch.ones(4)]))

@@ -22,8 +22,10 @@ def gradients(seed, k, dim, scale=1.0, dtype=torch.float64):
     """Random G with different row norms and a shared component (some conflicts, some agreement)."""
     gen = torch.Generator().manual_seed(seed)
     norms = torch.rand(k, 1, generator=gen, dtype=torch.float64) * 3 + 0.1
-    G = norms * (torch.randn(k, dim, generator=gen, dtype=torch.float64)
-                 + 0.5 * torch.randn(1, dim, generator=gen, dtype=torch.float64))
+    G = norms * (
+        torch.randn(k, dim, generator=gen, dtype=torch.float64)
+        + 0.5 * torch.randn(1, dim, generator=gen, dtype=torch.float64)
+    )
     return (scale * G).to(dtype)
 
 
@@ -41,8 +43,13 @@ def reference_pcgrad(G, orders):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 7), dim=st.integers(1, 6),
-       scale=st.sampled_from([1e-6, 1.0, 1e4]), zero_row=st.booleans())
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(1, 7),
+    dim=st.integers(1, 6),
+    scale=st.sampled_from([1e-6, 1.0, 1e4]),
+    zero_row=st.booleans(),
+)
 def test_pcgrad_mtrl_matches_the_per_task_loop_for_its_drawn_orders(seed, k, dim, scale, zero_row):
     G = gradients(seed, k, dim, scale)
     if zero_row:
@@ -108,8 +115,13 @@ def reference_cagrad(G, c):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 8), dim=st.integers(1, 12),
-       scale=st.sampled_from([1e-3, 1.0, 1e3]), c=st.floats(0.0, 2.0))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(1, 8),
+    dim=st.integers(1, 12),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    c=st.floats(0.0, 2.0),
+)
 def test_cagrad_mtrl_matches_the_autograd_sgd_loop(seed, k, dim, scale, c):
     G = gradients(seed, k, dim, scale)
     bal = B.make("cagrad", num_tasks=k, c=c, variant="mtrl")
@@ -179,8 +191,13 @@ def reference_fairgrad(G, alpha):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 8), dim=st.integers(1, 12),
-       scale=st.sampled_from([1e-3, 1.0, 30.0]), alpha=st.floats(0.3, 8.0))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(1, 8),
+    dim=st.integers(1, 12),
+    scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    alpha=st.floats(0.3, 8.0),
+)
 def test_fairgrad_mtrl_matches_the_autograd_sgd_loop(seed, k, dim, scale, alpha):
     G = gradients(seed, k, dim, scale)
     d, w = B.make("fairgrad", num_tasks=k, alpha=alpha, variant="mtrl").combine(G)
@@ -248,8 +265,9 @@ def configured(*overrides):
     return B.make(config.name, 3, **config.options)
 
 
-@pytest.mark.parametrize("name, extra", [("pcgrad", []), ("cagrad", ["balancer.c=0.9"]), ("fairgrad", []),
-                                         ("famo", [])])
+@pytest.mark.parametrize(
+    "name, extra", [("pcgrad", []), ("cagrad", ["balancer.c=0.9"]), ("fairgrad", []), ("famo", [])]
+)
 def test_variant_is_selected_from_the_command_line(name, extra):
     bal = configured(f"balancer={name}", "balancer.variant=mtrl", *extra)
     assert bal.name == name and bal.variant == "mtrl"

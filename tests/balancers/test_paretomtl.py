@@ -72,16 +72,19 @@ def test_explicit_preference_vector_is_normalised_and_drops_its_duplicate():
     assert B.make("paretomtl", num_tasks=2, num_preferences=5, preference=[1.0, 3.0]).constraints.shape == (5, 2)
 
 
-@pytest.mark.parametrize("opts, fragments", [
-    ({"preference": 5}, ["balancer.preference=5", "[0, 4]"]),
-    ({"preference": [1.0]}, ["balancer.preference=[1.0]", "an index 0..4 or a list of 2 non-negative numbers"]),
-    ({"preference": [0.0, 0.0]}, ["balancer.preference=[0.0, 0.0]", "at least one positive"]),
-    ({"preference": [1.0, -1.0]}, ["balancer.preference[1]=-1.0", ">= 0"]),
-    ({"preference": "a"}, ["balancer.preference='a'"]),
-    ({"num_preferences": 0}, ["balancer.num_preferences=0", "[1, 1000]"]),
-    ({"init_steps": -1}, ["balancer.init_steps=-1", ">= 0"]),
-    ({"eps": -0.1}, ["balancer.eps=-0.1"]),
-])
+@pytest.mark.parametrize(
+    "opts, fragments",
+    [
+        ({"preference": 5}, ["balancer.preference=5", "[0, 4]"]),
+        ({"preference": [1.0]}, ["balancer.preference=[1.0]", "an index 0..4 or a list of 2 non-negative numbers"]),
+        ({"preference": [0.0, 0.0]}, ["balancer.preference=[0.0, 0.0]", "at least one positive"]),
+        ({"preference": [1.0, -1.0]}, ["balancer.preference[1]=-1.0", ">= 0"]),
+        ({"preference": "a"}, ["balancer.preference='a'"]),
+        ({"num_preferences": 0}, ["balancer.num_preferences=0", "[1, 1000]"]),
+        ({"init_steps": -1}, ["balancer.init_steps=-1", ">= 0"]),
+        ({"eps": -0.1}, ["balancer.eps=-0.1"]),
+    ],
+)
 def test_bad_options_are_one_line_errors(opts, fragments):
     with pytest.raises(UserError) as info:
         B.make("paretomtl", num_tasks=2, **opts)
@@ -98,9 +101,11 @@ def test_losses_are_required():
 # ----------------------------------------------------------------------------- simulated training on bowls
 def bowls(centres: torch.Tensor):
     """Task i's loss 0.5 |theta - a_i|^2 + 0.05 (positive) and its gradient."""
+
     def evaluate(theta: torch.Tensor):
         diff = theta[None] - centres
         return 0.5 * (diff**2).sum(1) + 0.05, diff
+
     return evaluate
 
 
@@ -111,18 +116,25 @@ def in_region(bal, losses: np.ndarray, slack: float = 0.0) -> bool:
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.05])
-@pytest.mark.parametrize("k, preference, start", [
-    (2, 0, [0.9, 0.05]), (2, 1, [0.9, 0.05]), (2, 3, [0.05, 0.9]),
-    (3, 0, [0.05, 0.9, 0.1]), (3, 5, [0.9, 0.05, 0.0]),
-])
+@pytest.mark.parametrize(
+    "k, preference, start",
+    [
+        (2, 0, [0.9, 0.05]),
+        (2, 1, [0.9, 0.05]),
+        (2, 3, [0.05, 0.9]),
+        (3, 0, [0.05, 0.9, 0.1]),
+        (3, 5, [0.9, 0.05, 0.0]),
+    ],
+)
 def test_feasibility_phase_moves_the_loss_vector_into_its_region(k, preference, start, eps):
     evaluate = bowls(torch.eye(k, dtype=torch.float64))
-    bal = B.make("paretomtl", num_tasks=k, num_preferences=5 if k == 2 else 6, preference=preference,
-                 init_steps=500, eps=eps)
+    bal = B.make(
+        "paretomtl", num_tasks=k, num_preferences=5 if k == 2 else 6, preference=preference, init_steps=500, eps=eps
+    )
     theta = torch.tensor(start, dtype=torch.float64)
     L, G = evaluate(theta)
     assert not in_region(bal, L.numpy())  # starts outside
-    for step in range(500):
+    for step in range(500):  # noqa: B007 (read after the loop)
         L, G = evaluate(theta)
         violated = bal.constraint_values(L.numpy()) > 0
         d, _ = bal.combine(G, L)
@@ -136,8 +148,9 @@ def test_feasibility_phase_moves_the_loss_vector_into_its_region(k, preference, 
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 4), preference=st.integers(0, 4),
-       eps=st.sampled_from([0.0, 0.05]))
+@given(
+    seed=st.integers(0, 2**31 - 1), k=st.integers(2, 4), preference=st.integers(0, 4), eps=st.sampled_from([0.0, 0.05])
+)
 def test_main_phase_direction_decreases_every_task_and_active_constraint(seed, k, preference, eps):
     gen = torch.Generator().manual_seed(seed)
     G = torch.randn(k, 6, generator=gen, dtype=torch.float64)
@@ -181,12 +194,15 @@ def test_single_task_gives_the_plain_gradient():
         torch.testing.assert_close(d, g[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("G, L", [
-    (torch.zeros(3, 4), torch.tensor([1.0, 2.0, 3.0])),
-    (torch.randn(3, 4), torch.zeros(3)),
-    (torch.stack([torch.ones(4), -torch.ones(4), torch.zeros(4)]), torch.tensor([1e-30, 5.0, 1e6])),
-    (1e15 * torch.randn(3, 4), torch.tensor([1.0, 0.1, 0.5])),
-])
+@pytest.mark.parametrize(
+    "G, L",
+    [
+        (torch.zeros(3, 4), torch.tensor([1.0, 2.0, 3.0])),
+        (torch.randn(3, 4), torch.zeros(3)),
+        (torch.stack([torch.ones(4), -torch.ones(4), torch.zeros(4)]), torch.tensor([1e-30, 5.0, 1e6])),
+        (1e15 * torch.randn(3, 4), torch.tensor([1.0, 0.1, 0.5])),
+    ],
+)
 def test_degenerate_inputs_give_finite_output(G, L):
     bal = B.make("paretomtl", num_tasks=3, num_preferences=6, preference=2, init_steps=3)
     for _ in range(5):
@@ -196,8 +212,10 @@ def test_degenerate_inputs_give_finite_output(G, L):
 
 def test_state_dict_round_trip_reproduces_the_next_outputs():
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(3, 8, generator=gen, dtype=torch.float64),
-                torch.rand(3, generator=gen, dtype=torch.float64) + 0.1) for _ in range(8)]
+    batches = [
+        (torch.randn(3, 8, generator=gen, dtype=torch.float64), torch.rand(3, generator=gen, dtype=torch.float64) + 0.1)
+        for _ in range(8)
+    ]
     bal = B.make("paretomtl", num_tasks=3, num_preferences=6, preference=4, init_steps=6)
     for G, L in batches[:3]:
         bal.combine(G, L)

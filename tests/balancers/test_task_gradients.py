@@ -13,8 +13,7 @@ K, N, OBS, HID = 4, 6, 5, 8
 def setup():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(OBS, HID), nn.Tanh(), nn.Linear(HID, 1))
-    batch = {"obs": torch.randn(K, N, OBS), "target": torch.randn(K, N),
-             "mask": (torch.rand(K, N) > 0.3).float()}
+    batch = {"obs": torch.randn(K, N, OBS), "target": torch.randn(K, N), "mask": (torch.rand(K, N) > 0.3).float()}
     batch["mask"][:, 0] = 1.0
 
     def loss_fn(params, chunk):

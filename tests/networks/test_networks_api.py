@@ -127,8 +127,7 @@ def test_task_linear_modes_agree_with_loop(in_dim, k):
     for m in ("all", "auto"):
         layers[m].load_state_dict(layers["gather"].state_dict())
     x, t = torch.randn(40, in_dim), torch.randint(0, k, (40,))
-    ref = torch.stack([layers["gather"].weight[ti] @ xi + layers["gather"].bias[ti]
-                       for xi, ti in zip(x, t)])
+    ref = torch.stack([layers["gather"].weight[ti] @ xi + layers["gather"].bias[ti] for xi, ti in zip(x, t)])
     for m, layer in layers.items():
         torch.testing.assert_close(layer(x, t), ref, msg=m)
 
@@ -146,7 +145,7 @@ def test_task_linear_modes_agree_with_loop(in_dim, k):
         grads[m] = vmap(grad(loss), in_dims=(None, 0, 0))(params, xs, ids)
     for n in grads["gather"]:
         torch.testing.assert_close(grads["gather"][n], grads["all"][n])
-        g = grads["gather"][n]          # (chunk, K, ...): chunk c only touches task c
+        g = grads["gather"][n]  # (chunk, K, ...): chunk c only touches task c
         mask = torch.eye(k, dtype=torch.bool)
         assert torch.count_nonzero(g[~mask]) == 0
 
@@ -167,11 +166,10 @@ def test_gram_schmidt_orthonormal_and_span():
     torch.manual_seed(0)
     u = torch.randn(32, 4, 10)
     v = gram_schmidt(u)
-    torch.testing.assert_close(v @ v.transpose(-1, -2), torch.eye(4).expand(32, 4, 4),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(v @ v.transpose(-1, -2), torch.eye(4).expand(32, 4, 4), atol=1e-5, rtol=0)
     # first vector is the normalised first input; span is preserved (v = R u, R triangular)
     torch.testing.assert_close(v[:, 0], u[:, 0] / u[:, 0].norm(dim=-1, keepdim=True))
-    coeff = v @ u.transpose(-1, -2)            # (B, k, k): v_i . u_j, zero for j < i
+    coeff = v @ u.transpose(-1, -2)  # (B, k, k): v_i . u_j, zero for j < i
     assert coeff.tril(-1).abs().max() < 1e-5
     # degenerate input stays finite
     assert torch.isfinite(gram_schmidt(torch.zeros(2, 3, 5))).all()

@@ -13,12 +13,10 @@ from mtrl.networks import available, make_network
 
 IN, OUT, HIDDEN = 7, 3, [32, 32]
 ENCODERS = available()
-EXPECTED = {"onehot", "multihead", "embedding", "film", "task_bottom", "care",
-            "soft_modularization", "moore"}
+EXPECTED = {"onehot", "multihead", "embedding", "film", "task_bottom", "care", "soft_modularization", "moore"}
 # Small option overrides keep the folder fast; defaults are exercised by test_default_sizes.
 SMALL = {
-    "care": {"num_experts": 3, "expert_sizes": [16, 16], "embedding_dim": 8,
-             "context_hidden": [16]},
+    "care": {"num_experts": 3, "expert_sizes": [16, 16], "embedding_dim": 8, "context_hidden": [16]},
     "soft_modularization": {"num_modules": 3, "module_hidden": 16, "routing_hidden": 16},
     "moore": {"num_experts": 3},
     "paco": {"num_sets": 3},
@@ -137,7 +135,7 @@ def test_per_task_parameters_isolated(name):
         g = params[pname].grad
         assert g is not None, pname
         assert g[i].abs().sum() > 0, pname
-        others = torch.cat([g[:i], g[i + 1:]])
+        others = torch.cat([g[:i], g[i + 1 :]])
         assert torch.count_nonzero(others) == 0, pname
 
 
@@ -179,19 +177,19 @@ def test_vmap_per_task_gradients(name):
     # fast path: one 0-dim task id per chunk
     per_task_scalar = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, torch.arange(k))
     for pname in per_task:
-        torch.testing.assert_close(per_task_scalar[pname], per_task[pname], rtol=1e-4,
-                                   atol=1e-6, msg=f"{name}:{pname}")
+        torch.testing.assert_close(per_task_scalar[pname], per_task[pname], rtol=1e-4, atol=1e-6, msg=f"{name}:{pname}")
     for task in (0, k // 2, k - 1):
         net.zero_grad()
         net(x[task], ids[task]).pow(2).mean().backward()
         for pname, p in net.named_parameters():
-            torch.testing.assert_close(per_task[pname][task], p.grad, rtol=1e-4, atol=1e-6,
-                                       msg=f"{name}:{pname}:{task}")
+            torch.testing.assert_close(
+                per_task[pname][task], p.grad, rtol=1e-4, atol=1e-6, msg=f"{name}:{pname}:{task}"
+            )
 
 
 def test_moore_experts_orthonormal():
     net = build("moore", num_experts=4)
-    v = net.expert_representations(torch.randn(128, IN))          # (B, k, d)
+    v = net.expert_representations(torch.randn(128, IN))  # (B, k, d)
     gram = v @ v.transpose(-1, -2)
     eye = torch.eye(4).expand_as(gram)
     torch.testing.assert_close(gram, eye, atol=1e-5, rtol=0)
@@ -225,8 +223,7 @@ def test_film_post_position():
     net = build("film", position="post")
     randomize_(net)
     x = torch.randn(8, IN)
-    assert (net(x, torch.zeros(8, dtype=torch.long)) - net(x, torch.ones(8, dtype=torch.long))
-            ).abs().max() > 1e-4
+    assert (net(x, torch.zeros(8, dtype=torch.long)) - net(x, torch.ones(8, dtype=torch.long))).abs().max() > 1e-4
 
 
 def test_soft_modularization_routing_probabilities():

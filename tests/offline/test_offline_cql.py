@@ -20,18 +20,29 @@ K, OBS, ACT, N = 3, 7, 4, 5
 def _agent(encoder="onehot", **cql) -> CQLAgent:
     torch.manual_seed(0)
     options = {f"cql_{k}" if k in ("alpha", "temperature", "lagrange", "target_gap") else k: v for k, v in cql.items()}
-    return CQLAgent(OBS, ACT, [f"t{i}" for i in range(K)], CQLConfig(hidden_sizes=[32, 32], cql_num_actions=N, **options),
-                    {"name": encoder}, torch.device("cpu"))
+    return CQLAgent(
+        OBS,
+        ACT,
+        [f"t{i}" for i in range(K)],
+        CQLConfig(hidden_sizes=[32, 32], cql_num_actions=N, **options),
+        {"name": encoder},
+        torch.device("cpu"),
+    )
 
 
 def _batch(counts=(6, 2, 9)) -> Batch:
     """A task-by-task batch with unequal rows per task, as CDS produces."""
     g = torch.Generator().manual_seed(1)
     n = sum(counts)
-    return Batch(obs=torch.randn(n, OBS, generator=g), action=torch.rand(n, ACT, generator=g) * 2 - 1,
-                 reward=torch.rand(n, generator=g), next_obs=torch.randn(n, OBS, generator=g),
-                 terminated=torch.zeros(n), task_ids=torch.repeat_interleave(torch.arange(K), torch.tensor(counts)),
-                 counts=torch.tensor(counts))
+    return Batch(
+        obs=torch.randn(n, OBS, generator=g),
+        action=torch.rand(n, ACT, generator=g) * 2 - 1,
+        reward=torch.rand(n, generator=g),
+        next_obs=torch.randn(n, OBS, generator=g),
+        terminated=torch.zeros(n),
+        task_ids=torch.repeat_interleave(torch.arange(K), torch.tensor(counts)),
+        counts=torch.tensor(counts),
+    )
 
 
 def test_sampled_actions_and_densities():
@@ -55,7 +66,7 @@ def test_penalty_matches_a_per_sample_loop():
     expected = []
     with torch.no_grad():
         for b in range(len(batch)):
-            obs, act, tid = batch.obs[b:b + 1], batch.action[b:b + 1], batch.task_ids[b:b + 1]
+            obs, act, tid = batch.obs[b : b + 1], batch.action[b : b + 1], batch.task_ids[b : b + 1]
             q1, q2 = agent.critic(obs, act, tid)
             y = inputs["target"][b]
             value = (q1 - y) ** 2 + (q2 - y) ** 2
@@ -82,8 +93,9 @@ def test_vmap_path_gives_the_same_task_losses_and_gradients(encoder):
     torch.testing.assert_close(losses, direct.detach(), rtol=1e-5, atol=1e-5)
     for task in range(K):  # row `task` of G is the gradient of that task's mean loss
         grads = torch.autograd.grad(direct[task], list(params.values()), retain_graph=True, allow_unused=True)
-        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                          for g, p in zip(grads, params.values())])
+        flat = torch.cat(
+            [(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params.values())]
+        )
         torch.testing.assert_close(G[task], flat, rtol=1e-4, atol=1e-5)
 
 
@@ -118,11 +130,17 @@ def test_zero_weight_is_plain_sac_critic_loss():
     torch.testing.assert_close(agent.critic_sample_loss(params, **inputs)[0], want)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"cql_alpha": -1.0}, "agent.cql_alpha=-1.0"), ({"cql_num_actions": 0}, "agent.cql_num_actions=0"),
-    ({"cql_temperature": 0.0}, "agent.cql_temperature=0.0"), ({"cql_target_gap": float("nan")}, "agent.cql_target_gap=nan"),
-    ({"cql_lagrange": "yes"}, "agent.cql_lagrange='yes'"), ({"deterministic_backup": 1}, "agent.deterministic_backup=1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"cql_alpha": -1.0}, "agent.cql_alpha=-1.0"),
+        ({"cql_num_actions": 0}, "agent.cql_num_actions=0"),
+        ({"cql_temperature": 0.0}, "agent.cql_temperature=0.0"),
+        ({"cql_target_gap": float("nan")}, "agent.cql_target_gap=nan"),
+        ({"cql_lagrange": "yes"}, "agent.cql_lagrange='yes'"),
+        ({"deterministic_backup": 1}, "agent.deterministic_backup=1"),
+    ],
+)
 def test_bad_cql_options(kwargs, message):
     with pytest.raises(UserError, match=message):
         CQLConfig(**kwargs)
@@ -132,8 +150,9 @@ def test_state_dict_loads_into_a_plain_sac_agent():
     from mtrl.agents import SACAgent
 
     agent = _agent()
-    sac = SACAgent(OBS, ACT, [f"t{i}" for i in range(K)], SACConfig(hidden_sizes=[32, 32]), {"name": "onehot"},
-                   torch.device("cpu"))
+    sac = SACAgent(
+        OBS, ACT, [f"t{i}" for i in range(K)], SACConfig(hidden_sizes=[32, 32]), {"name": "onehot"}, torch.device("cpu")
+    )
     sac.load_state_dict(agent.state_dict(), networks_only=True)
     obs = np.random.default_rng(0).normal(size=(K, OBS)).astype(np.float32)
     np.testing.assert_array_equal(sac.act(obs, np.arange(K), True), agent.act(obs, np.arange(K), True))
@@ -148,8 +167,12 @@ def test_behaviour_cloning_phase():
     mean, log_std = agent.policy.distribution(None, batch.obs, batch.task_ids)
     dist = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()])
     action = batch.action.clamp(-0.99, 0.99)
-    torch.testing.assert_close(agent.action_log_prob(None, batch.obs, batch.task_ids, action),
-                               dist.log_prob(action).sum(-1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        agent.action_log_prob(None, batch.obs, batch.task_ids, action),
+        dist.log_prob(action).sum(-1),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     assert "bc_action" in agent.actor_inputs(batch)
     agent.set_balancers(balancers.make("pcgrad", K), balancers.make("pcgrad", K))  # vmap path with bc_action
     agent.update(batch)

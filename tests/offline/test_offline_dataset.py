@@ -8,14 +8,14 @@ import h5py
 import numpy as np
 import pytest
 
-from mtrl.data import collect as collect_mod
 from envs import build_env_spec
+from mtrl.config import parse_collect
+from mtrl.data import collect as collect_mod
 from mtrl.data.collect import TaskPlan, collect, collect_task, plan_tasks
 from mtrl.data.dataset import ARRAY_FIELDS, load_dataset, write_dataset
 from mtrl.data.summary import main as summary_main
 from mtrl.data.summary import task_rows
 from mtrl.errors import UserError
-from mtrl.config import parse_collect
 from tests.conftest import compose_config
 
 TASKS = "[reach-v3,push-v3]"
@@ -23,9 +23,22 @@ PER_TASK = "per_task={push-v3:{noise:1.0,random_fraction:0.5,episodes:1}}"
 
 
 def collect_config(output, *overrides, per_task=PER_TASK):
-    return parse_collect(compose_config("collect", [f"env.tasks={TASKS}", "env.protocol=mtrl", "env.horizon=20",
-                                                    "episodes_per_task=2", "noise=0.1", per_task, f"output={output}",
-                                                    "progress=false", *overrides]))
+    return parse_collect(
+        compose_config(
+            "collect",
+            [
+                f"env.tasks={TASKS}",
+                "env.protocol=mtrl",
+                "env.horizon=20",
+                "episodes_per_task=2",
+                "noise=0.1",
+                per_task,
+                f"output={output}",
+                "progress=false",
+                *overrides,
+            ],
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +70,15 @@ def test_round_trip_keeps_every_field_and_the_metadata(tmp_path):
     acts = collect_mod.make_policies(cfg, spec)[0]
     written = [collect_task(spec, plan, acts[plan.task], seed=3, task_index=i) for i, plan in enumerate(plans)]
     two_task_spec = spec
-    meta = dict(benchmark=two_task_spec.benchmark, task_names=two_task_spec.task_names,
-                protocol=two_task_spec.protocol.to_dict(), goal_seed=two_task_spec.goal_seed, obs_dim=39, act_dim=4,
-                collection={"note": "round trip"})
+    meta = dict(
+        benchmark=two_task_spec.benchmark,
+        task_names=two_task_spec.task_names,
+        protocol=two_task_spec.protocol.to_dict(),
+        goal_seed=two_task_spec.goal_seed,
+        obs_dim=39,
+        act_dim=4,
+        collection={"note": "round trip"},
+    )
     path = write_dataset(tmp_path / "rt.h5", meta, written)
     loaded = load_dataset(path)
     assert loaded.task_names == two_task_spec.task_names and loaded.collection == {"note": "round trip"}
@@ -152,14 +171,17 @@ def test_flipped_bytes_in_the_data_fail_the_checksum(dataset_path, tmp_path):
     _one_line(err)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda f: f.attrs.__setitem__("complete", False), "is incomplete"),
-    (lambda f: f.attrs.__setitem__("format", "something-else"), "not an mtrl offline dataset"),
-    (lambda f: f.attrs.__setitem__("format_version", 99), "format version 99"),
-    (lambda f: f.__delitem__("tasks/reach-v3/reward"), "missing 'tasks/reach-v3/reward'"),
-    (lambda f: f.__delitem__("tasks/push-v3"), "missing the group 'tasks/push-v3'"),
-    (lambda f: f["tasks/reach-v3"].attrs.__setitem__("transitions", 7), "declares 7 transitions"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda f: f.attrs.__setitem__("complete", False), "is incomplete"),
+        (lambda f: f.attrs.__setitem__("format", "something-else"), "not an mtrl offline dataset"),
+        (lambda f: f.attrs.__setitem__("format_version", 99), "format version 99"),
+        (lambda f: f.__delitem__("tasks/reach-v3/reward"), "missing 'tasks/reach-v3/reward'"),
+        (lambda f: f.__delitem__("tasks/push-v3"), "missing the group 'tasks/push-v3'"),
+        (lambda f: f["tasks/reach-v3"].attrs.__setitem__("transitions", 7), "declares 7 transitions"),
+    ],
+)
 def test_damaged_metadata_is_rejected(dataset_path, tmp_path, edit, message):
     path = _copy(dataset_path, tmp_path)
     with h5py.File(path, "r+") as file:
@@ -179,7 +201,10 @@ def test_task_set_is_checked_against_the_config(dataset_path):
 
 def test_bad_collection_options_are_one_line_errors(tmp_path):
     for overrides, message in [
-        (["per_task={push-v3:{nosie:1.0}}"], "unknown option per_task.push-v3.nosie .did you mean per_task.push-v3.noise"),
+        (
+            ["per_task={push-v3:{nosie:1.0}}"],
+            "unknown option per_task.push-v3.nosie .did you mean per_task.push-v3.noise",
+        ),
         (["per_task={door-open-v3:{noise:1.0}}"], "not one of env.tasks"),
         (["random_fraction=1.5"], r"random_fraction=1.5 is not allowed; expected a finite number in \[0, 1\]"),
         (["episodes_per_task=0"], "episodes_per_task=0 is not allowed"),

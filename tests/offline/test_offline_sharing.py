@@ -31,8 +31,12 @@ def hand_built_store() -> TransitionStore:
     offsets = np.concatenate([[0], np.cumsum(SIZES)])
     for i in range(len(SIZES)):
         reward.append((1000.0 * i + np.arange(offsets[i], offsets[i + 1])).astype(np.float32))
-    relabelled = {(i, j): (1000.0 * i + np.arange(offsets[j], offsets[j + 1])).astype(np.float32)
-                  for i in range(3) for j in range(3) if i != j}
+    relabelled = {
+        (i, j): (1000.0 * i + np.arange(offsets[j], offsets[j + 1])).astype(np.float32)
+        for i in range(3)
+        for j in range(3)
+        if i != j
+    }
     return TransitionStore.from_arrays(obs, action, reward, next_obs, terminated, relabelled)
 
 
@@ -94,7 +98,8 @@ def test_cds_shares_exactly_the_candidates_above_the_percentile(mode, percentile
     batch, stats = make_batch(store, mode, rng_a, OWN, SHARED, q_fn=hand_q, percentile=percentile)
     own, cand = sample_indices(rng_b, store.offsets, OWN, SHARED)
     for i in range(3):
-        def q_np(rows):
+
+        def q_np(rows, i=i):
             return store.obs[rows, 1].astype(np.float64) * (i + 1) + store.action[rows, 0]
 
         threshold = np.percentile(q_np(own[i]).astype(np.float32), percentile)

@@ -10,14 +10,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl import checkpoint
+from mtrl.config import parse_collect, parse_evaluate
 from mtrl.data.collect import collect
 from mtrl.data.dataset import load_dataset
-from mtrl.errors import UserError
-from mtrl.config import parse_collect, parse_evaluate
-from mtrl.evaluate_run import evaluate_from_config
 from mtrl.data.offline import RELABEL_CACHE
+from mtrl.errors import UserError
+from mtrl.evaluate_run import evaluate_from_config
 from mtrl.offline_trainer import OfflineTrainer
-from tests.conftest import smoke_run_config, assert_one_line_error, compose_config, run_cli, smoke_config
+from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_run_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 
@@ -25,10 +25,19 @@ TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 @pytest.fixture(scope="module")
 def dataset_path(tmp_path_factory):
     """Expert reach-v3 data, poor drawer-close-v3 data, 20-step episodes, mtrl protocol."""
-    cfg = compose_config("collect", ["env.tasks=[reach-v3,drawer-close-v3]", "env.protocol=mtrl", "env.horizon=20",
-                                     "episodes_per_task=2", "noise=0.1", "progress=false",
-                                     "per_task={drawer-close-v3:{noise:1.0,random_fraction:0.5,episodes:1}}",
-                                     f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}"])
+    cfg = compose_config(
+        "collect",
+        [
+            "env.tasks=[reach-v3,drawer-close-v3]",
+            "env.protocol=mtrl",
+            "env.horizon=20",
+            "episodes_per_task=2",
+            "noise=0.1",
+            "progress=false",
+            "per_task={drawer-close-v3:{noise:1.0,random_fraction:0.5,episodes:1}}",
+            f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}",
+        ],
+    )
     return collect(parse_collect(cfg))
 
 
@@ -42,8 +51,13 @@ def offline_config(run_dir, dataset, *extra):
 
 def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, dataset_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("train.py", "experiment=smoke", f"run_dir={run_dir}", "progress=false",
-                   *offline_args(dataset_path, "sharing=cds", "total_steps=20", "checkpoint_every=10", "eval_every=20"))
+    proc = run_cli(
+        "train.py",
+        "experiment=smoke",
+        f"run_dir={run_dir}",
+        "progress=false",
+        *offline_args(dataset_path, "sharing=cds", "total_steps=20", "checkpoint_every=10", "eval_every=20"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "mean over tasks" in proc.stdout
     assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == ["step_000000000010.pt", "step_000000000020.pt"]
@@ -54,11 +68,20 @@ def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, datase
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for task in TASKS:
-        assert {f"sharing/fraction/{task}", f"sharing/threshold/{task}", f"cql/penalty/{task}",
-                f"cql/critic_loss/{task}", f"eval/success/{task}"} <= tags
+        assert {
+            f"sharing/fraction/{task}",
+            f"sharing/threshold/{task}",
+            f"cql/penalty/{task}",
+            f"cql/critic_loss/{task}",
+            f"eval/success/{task}",
+        } <= tags
 
-    resumed = OfflineTrainer(offline_config(run_dir, dataset_path, "sharing=cds", "total_steps=40",
-                                            "checkpoint_every=10", f"resume={run_dir}"), run_dir)
+    resumed = OfflineTrainer(
+        offline_config(
+            run_dir, dataset_path, "sharing=cds", "total_steps=40", "checkpoint_every=10", f"resume={run_dir}"
+        ),
+        run_dir,
+    )
     assert resumed.step == 20
     for key, value in state["agent"]["actor"].items():
         assert torch.equal(resumed.agent.actor.state_dict()[key], value)
@@ -67,15 +90,26 @@ def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, datase
     assert checkpoint.list_checkpoints(run_dir)[-1].name == "step_000000000040.pt"
 
     # evaluate.py's code reads offline checkpoints like online ones.
-    evaluate_from_config(parse_evaluate(compose_config("evaluate", [f"checkpoint={run_dir}", "episodes_per_task=1",
-                                                                    "device=cpu"])))
+    evaluate_from_config(
+        parse_evaluate(compose_config("evaluate", [f"checkpoint={run_dir}", "episodes_per_task=1", "device=cpu"]))
+    )
     data = json.loads((run_dir / "checkpoints" / "step_000000000040_eval_mtrl.json").read_text())
     assert [t["task"] for t in data["tasks"]] == TASKS
 
     # A trained checkpoint can collect a dataset too (its deterministic actions, no noise here).
-    cfg = compose_config("collect", ["env.tasks=[drawer-close-v3]", "env.protocol=mtrl", "env.horizon=5",
-                                     "episodes_per_task=1", "noise=0.0", f"checkpoint={run_dir}", "progress=false",
-                                     f"output={tmp_path / 'from_ckpt.h5'}"])
+    cfg = compose_config(
+        "collect",
+        [
+            "env.tasks=[drawer-close-v3]",
+            "env.protocol=mtrl",
+            "env.horizon=5",
+            "episodes_per_task=1",
+            "noise=0.0",
+            f"checkpoint={run_dir}",
+            "progress=false",
+            f"output={tmp_path / 'from_ckpt.h5'}",
+        ],
+    )
     collected = load_dataset(collect(parse_collect(cfg)))
     drawer = collected.tasks["drawer-close-v3"]
     assert drawer.source["policy"] == "cql" and collected.collection["checkpoint"].endswith("step_000000000040.pt")
@@ -86,8 +120,18 @@ def test_offline_smoke_trains_checkpoints_resumes_and_evaluates(tmp_path, datase
 @pytest.mark.parametrize("sharing", ["none", "all", "cds_zero"])
 def test_every_sharing_mode_trains(tmp_path, dataset_path, sharing):
     run_dir = tmp_path / sharing
-    trainer = OfflineTrainer(offline_config(run_dir, dataset_path, f"sharing={sharing}", "total_steps=6",
-                                            "eval_every=0", "checkpoint_every=0", "eval_episodes=1"), run_dir)
+    trainer = OfflineTrainer(
+        offline_config(
+            run_dir,
+            dataset_path,
+            f"sharing={sharing}",
+            "total_steps=6",
+            "eval_every=0",
+            "checkpoint_every=0",
+            "eval_episodes=1",
+        ),
+        run_dir,
+    )
     if sharing == "all":  # shared rows carry task i's relabelled reward
         assert trainer.data.store.has_relabelled_rewards()
     batch = trainer.data.sample(trainer.agent.task_q, trainer.agent.device)
@@ -100,8 +144,12 @@ def test_offline_runs_are_deterministic(tmp_path, dataset_path):
     params = []
     for name in ("a", "b"):
         run_dir = tmp_path / name
-        OfflineTrainer(offline_config(run_dir, dataset_path, "sharing=none", "total_steps=8", "eval_every=0",
-                                      "checkpoint_every=0"), run_dir).run()
+        OfflineTrainer(
+            offline_config(
+                run_dir, dataset_path, "sharing=none", "total_steps=8", "eval_every=0", "checkpoint_every=0"
+            ),
+            run_dir,
+        ).run()
         params.append(checkpoint.load(run_dir)[1]["agent"]["critic"])
     for key in params[0]:
         assert torch.equal(params[0][key], params[1][key]), key
@@ -123,9 +171,13 @@ def test_bad_offline_configs_are_rejected(tmp_path, dataset_path):
         with pytest.raises(UserError, match=message):
             OfflineTrainer(smoke_run_config(run_dir, *offline_args(dataset_path, "total_steps=4"), *extra), run_dir)
     # Resuming with another sharing mode is refused.
-    OfflineTrainer(offline_config(run_dir, dataset_path, "sharing=none", "total_steps=2", "eval_every=0"), run_dir).run()
+    OfflineTrainer(
+        offline_config(run_dir, dataset_path, "sharing=none", "total_steps=2", "eval_every=0"), run_dir
+    ).run()
     with pytest.raises(UserError, match="trained with sharing=none"):
-        OfflineTrainer(offline_config(run_dir, dataset_path, "sharing=all", "total_steps=4", f"resume={run_dir}"), run_dir)
+        OfflineTrainer(
+            offline_config(run_dir, dataset_path, "sharing=all", "total_steps=4", f"resume={run_dir}"), run_dir
+        )
 
 
 def test_cli_errors_are_one_line(tmp_path, dataset_path):

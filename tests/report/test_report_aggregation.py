@@ -28,23 +28,41 @@ FAMO = {
 UNIFORM = {1: {100: [0.0, 0.0], 200: [1.0, 0.0]}, 2: {100: [0.0, 0.0], 200: [1.0, 1.0]}}
 
 
-def write_run(root: Path, balancer: str, seed: int, evals: dict[int, list[float]], *, eval_json: bool = True,
-              weights: bool = True, total_steps: int = 200) -> Path:
+def write_run(
+    root: Path,
+    balancer: str,
+    seed: int,
+    evals: dict[int, list[float]],
+    *,
+    eval_json: bool = True,
+    weights: bool = True,
+    total_steps: int = 200,
+) -> Path:
     """A run directory as train.py writes it: config.yaml, env.json, eval/step_<N>.json, tb/ events."""
     run = root / f"balancer={balancer},seed={seed}"
     (run / "eval").mkdir(parents=True)
-    config = {"env": {"tasks": TASKS, "protocol": "metaworld", "horizon": None, "goal_seed": None},
-              "encoder": {"name": "onehot"},
-              "balancer": {"name": balancer, **({"lr": 0.025} if balancer == "famo" else {})},
-              "seed": seed, "total_steps": total_steps, "run_dir": str(run), "progress": False}
+    config = {
+        "env": {"tasks": TASKS, "protocol": "metaworld", "horizon": None, "goal_seed": None},
+        "encoder": {"name": "onehot"},
+        "balancer": {"name": balancer, **({"lr": 0.025} if balancer == "famo" else {})},
+        "seed": seed,
+        "total_steps": total_steps,
+        "run_dir": str(run),
+        "progress": False,
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / "env.json").write_text(json.dumps({"benchmark": "custom", "tasks": TASKS}))
     writer = SummaryWriter(log_dir=str(run / "tb"))
     for step, scores in sorted(evals.items()):
         if eval_json:
-            data = {"protocol": "metaworld", "seed": 0, "mean_success": float(np.mean(scores)),
-                    "tasks": [{"task": t, "success_rate": s, "mean_return": 10.0, "episodes": 10}
-                              for t, s in zip(TASKS, scores)]}
+            data = {
+                "protocol": "metaworld",
+                "seed": 0,
+                "mean_success": float(np.mean(scores)),
+                "tasks": [
+                    {"task": t, "success_rate": s, "mean_return": 10.0, "episodes": 10} for t, s in zip(TASKS, scores)
+                ],
+            }
             (run / "eval" / f"step_{step:012d}.json").write_text(json.dumps(data))
         for task, score in zip(TASKS, scores):
             writer.add_scalar(f"eval/success/{task}", score, step)
@@ -92,8 +110,15 @@ def test_known_iqm_and_mean_with_cis_that_contain_them(sweep):
 def test_report_writes_tables_and_non_empty_figures(sweep, tmp_path):
     out = tmp_path / "report"
     report = write_report([sweep], out, reps=500)
-    for name in ("learning_curves.png", "per_task_success.png", "balancer_weights.png", "report.md", "summary.csv",
-                 "per_task.csv", "runs.csv"):
+    for name in (
+        "learning_curves.png",
+        "per_task_success.png",
+        "balancer_weights.png",
+        "report.md",
+        "summary.csv",
+        "per_task.csv",
+        "runs.csv",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for name in ("learning_curves.png", "per_task_success.png", "balancer_weights.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000

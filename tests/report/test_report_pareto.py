@@ -16,8 +16,12 @@ def write_run(root: Path, balancer: dict, seed: int, tasks: list[str], scores: l
     name = ",".join(f"{k}={v}" for k, v in balancer.items()) + f",seed={seed}"
     run = root / name
     (run / "eval").mkdir(parents=True)
-    config = {"env": {"tasks": tasks, "protocol": "mtrl"}, "seed": seed, "total_steps": 100,
-              "balancer": {"apply_to": ["critic"], **balancer}}
+    config = {
+        "env": {"tasks": tasks, "protocol": "mtrl"},
+        "seed": seed,
+        "total_steps": 100,
+        "balancer": {"apply_to": ["critic"], **balancer},
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / "env.json").write_text(json.dumps({"tasks": tasks}))
     data = {"protocol": "mtrl", "tasks": [{"task": t, "success_rate": s} for t, s in zip(tasks, scores)]}
@@ -39,8 +43,12 @@ def test_preference_sweep_gets_one_group_per_preference_and_a_pareto_figure(tmp_
     tasks = ["reach-v3", "push-v3", "door-open-v3", "drawer-close-v3"][:num_tasks]
     root = sweep(tmp_path / "sweep", tasks)
     labels = [g.label for g in summarize(load_runs([root]), reps=100)]
-    assert labels == ["balancer=paretomtl,balancer.preference=0", "balancer=paretomtl,balancer.preference=1",
-                      "balancer=paretomtl,balancer.preference=2", "balancer=uniform"]
+    assert labels == [
+        "balancer=paretomtl,balancer.preference=0",
+        "balancer=paretomtl,balancer.preference=1",
+        "balancer=paretomtl,balancer.preference=2",
+        "balancer=uniform",
+    ]
     report = write_report([root], tmp_path / "out", reps=100)
     figure = report.files["pareto_front"]
     assert figure.name == "pareto_front.png" and figure.stat().st_size > 1000

@@ -19,8 +19,10 @@ from tests.conftest import CONFIGS, ROOT, smoke_config
 def test_job_names_are_sorted_overrides_without_excluded_keys():
     assert job_name(["seed=2", "balancer=pcgrad", "experiment=mt10"]) == "balancer=pcgrad,experiment=mt10,seed=2"
     assert job_name(["seed=2", "progress=false", "sweep.name=x"], ["progress"]) == "seed=2"
-    assert job_name(["+actor.encoder_options.k=3", "env.tasks=[reach-v3,push-v3]"]) == \
-        "+actor.encoder_options.k=3,env.tasks=_reach-v3,push-v3_"
+    assert (
+        job_name(["+actor.encoder_options.k=3", "env.tasks=[reach-v3,push-v3]"])
+        == "+actor.encoder_options.k=3,env.tasks=_reach-v3,push-v3_"
+    )
     assert job_name([]) == "defaults"
     long = job_name([f"env.tasks=[{','.join(['reach-v3'] * 60)}]"])
     assert len(long.encode()) <= 200 and long != job_name([f"env.tasks=[{','.join(['push-v3'] * 60)}]"])
@@ -73,8 +75,18 @@ def test_resuming_a_directory_of_other_tasks_is_refused(tmp_path):
 
 def test_two_run_local_multirun_finishes_is_resumable_and_aggregates(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=smoke", "total_steps=300", "seed=1,2",
-            "progress=false", "hydra/launcher=local", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "experiment=smoke",
+        "total_steps=300",
+        "seed=1,2",
+        "progress=false",
+        "hydra/launcher=local",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

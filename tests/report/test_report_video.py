@@ -29,7 +29,7 @@ def test_recorder_keeps_the_first_episodes_with_the_success_flag():
     env = SimpleNamespace(vector_env=SimpleNamespace(envs=[_FakeTaskEnv(10), _FakeTaskEnv(200)]))
     recorder = VideoRecorder(["a", "b"], episodes=2)
     horizon = 3
-    for episode in range(3):
+    for _episode in range(3):
         for t in range(horizon):
             recorder.before_step(env)
             recorder.after_step(_step([t == 1, False], [t == horizon - 1] * 2))
@@ -77,8 +77,17 @@ def test_annotation_keeps_the_frame_size_and_gif_writes(tmp_path):
 
 def test_scripted_policy_recording_is_a_playable_mp4_with_one_frame_per_step(tmp_path):
     horizon = 20
-    proc = run_cli("evaluate.py", "policy=scripted", "env=mt10", "env.tasks=[reach-v3]", "env.protocol=mtrl",
-                   f"env.horizon={horizon}", "record=true", f"output={tmp_path / 'eval.json'}", timeout=300)
+    proc = run_cli(
+        "evaluate.py",
+        "policy=scripted",
+        "env=mt10",
+        "env.tasks=[reach-v3]",
+        "env.protocol=mtrl",
+        f"env.horizon={horizon}",
+        "record=true",
+        f"output={tmp_path / 'eval.json'}",
+        timeout=300,
+    )
     if proc.returncode == 2 and "cannot render MuJoCo frames" in proc.stderr:
         pytest.skip(f"no OpenGL backend for headless MuJoCo rendering here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -98,8 +107,17 @@ def test_scripted_policy_recording_is_a_playable_mp4_with_one_frame_per_step(tmp
 
 @pytest.mark.slow
 def test_a_successful_expert_episode_ends_on_green_frames(tmp_path):
-    proc = run_cli("evaluate.py", "policy=scripted", "env=mt10", "env.tasks=[reach-v3]", "env.protocol=mtrl",
-                   "env.horizon=60", "record=true", f"output={tmp_path / 'eval.json'}", timeout=600)
+    proc = run_cli(
+        "evaluate.py",
+        "policy=scripted",
+        "env=mt10",
+        "env.tasks=[reach-v3]",
+        "env.protocol=mtrl",
+        "env.horizon=60",
+        "record=true",
+        f"output={tmp_path / 'eval.json'}",
+        timeout=600,
+    )
     if proc.returncode == 2 and "cannot render MuJoCo frames" in proc.stderr:
         pytest.skip(f"no OpenGL backend for headless MuJoCo rendering here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr[-2000:]
