@@ -248,10 +248,11 @@ def make_vector_env(
     """
     mode = protocol.eval_goals if evaluation else protocol.train_goals
     goals = {name: goals[name][: protocol.goals_per_task] for name in task_names}
-    k = len(task_names)
     if evaluation:
         slots, envs_per_task, reward_normalization = None, 1, False
-    if slots is not None:
+    if slots is None:
+        env_fns, layout = _copy_env_fns(task_names, goals, mode, protocol.horizon, seed, envs_per_task, render_mode)
+    else:
         if envs_per_task != 1:
             raise checks.fail(
                 "env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot runs one env)"
@@ -259,29 +260,7 @@ def make_vector_env(
         env_fns = [
             partial(TaskSlotEnv, list(task_names), goals, mode, protocol.horizon, seed + 1000 * i) for i in range(slots)
         ]
-        return MultiTaskVectorEnv(
-            task_names,
-            env_fns,
-            protocol,
-            seed,
-            vectorization,
-            workers=workers,
-            reward_normalization=reward_normalization,
-        )
-    offsets = [i + COPY_SEED_STRIDE * c for c in range(envs_per_task) for i in range(k)]
-    slot_tasks = [i for _ in range(envs_per_task) for i in range(k)]
-    env_fns = [
-        partial(
-            make_task_env,
-            task_names[i],
-            goals[task_names[i]],
-            mode,
-            protocol.horizon,
-            seed + offset,
-            render_mode=render_mode,
-        )
-        for i, offset in zip(slot_tasks, offsets)
-    ]
+        layout = {}
     return MultiTaskVectorEnv(
         task_names,
         env_fns,
@@ -289,7 +268,29 @@ def make_vector_env(
         seed,
         vectorization,
         workers=workers,
-        slot_tasks=slot_tasks,
-        seed_offsets=offsets,
         reward_normalization=reward_normalization,
+        **layout,
     )
+
+
+def _copy_env_fns(
+    task_names: Sequence[str],
+    goals: dict[str, list[Goal]],
+    mode: str,
+    horizon: int,
+    seed: int,
+    envs_per_task: int,
+    render_mode: str | None,
+) -> tuple[list[Callable[[], gym.Env]], dict]:
+    """Env builders of `envs_per_task` copies of every task (slot c*K + i is copy c of task i, seeded
+    seed + i + COPY_SEED_STRIDE * c) and the vector env's layout arguments (slot tasks, seed offsets)."""
+    k = len(task_names)
+    offsets = [i + COPY_SEED_STRIDE * c for c in range(envs_per_task) for i in range(k)]
+    slot_tasks = [i for _ in range(envs_per_task) for i in range(k)]
+    env_fns = [
+        partial(
+            make_task_env, task_names[i], goals[task_names[i]], mode, horizon, seed + offset, render_mode=render_mode
+        )
+        for i, offset in zip(slot_tasks, offsets)
+    ]
+    return env_fns, {"slot_tasks": slot_tasks, "seed_offsets": offsets}

@@ -98,6 +98,54 @@ class StepRecorder(Protocol):
     def after_step(self, step: StepResult) -> None: ...
 
 
+class EpisodeTally:
+    """Finished episodes per task slot, up to `episodes` each, with a progress bar of the running success rate."""
+
+    def __init__(self, task_names: list[str], episodes: int, progress: bool):
+        k = len(task_names)
+        self.task_names, self.episodes = task_names, episodes
+        self.returns: list[list[float]] = [[] for _ in range(k)]
+        self.successes: list[list[bool]] = [[] for _ in range(k)]
+        self.done = np.zeros(k, dtype=np.int64)
+        self.bar = tqdm(
+            total=k * episodes,
+            desc="eval",
+            unit="episode",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not progress,
+        )
+
+    @property
+    def unfinished(self) -> np.ndarray:
+        """(K,) bool: the slots that still owe episodes."""
+        return self.done < self.episodes
+
+    def record(self, episodes: list) -> None:
+        """Count finished episodes (beyond a slot's quota they are ignored, e.g. extra ones for a video)."""
+        for episode in episodes:
+            slot = episode.task_id
+            if self.done[slot] < self.episodes:
+                self.returns[slot].append(episode.ret)
+                self.successes[slot].append(episode.success)
+                self.done[slot] += 1
+                self.bar.update(1)
+                rate = sum(map(sum, self.successes)) / self.done.sum()
+                self.bar.set_postfix(success=f"{rate:.2f}", refresh=False)
+
+    def results(self, with_returns: bool) -> list[TaskResult]:
+        return [
+            TaskResult(
+                name,
+                float(np.mean(self.successes[i])),
+                float(np.mean(self.returns[i])) if with_returns else None,
+                self.episodes,
+            )
+            for i, name in enumerate(self.task_names)
+        ]
+
+
 def evaluate(
     policy: PolicyFn,
     env: MultiTaskVectorEnv,
@@ -122,23 +170,12 @@ def evaluate(
     obs = env.reset(seed=seed)
     if env.num_envs != k or not np.array_equal(env.task_ids, np.arange(k)):
         raise ValueError("evaluate needs one env slot per task in task order (build the env with evaluation=True)")
-    episode_returns: list[list[float]] = [[] for _ in range(k)]
-    successes: list[list[bool]] = [[] for _ in range(k)]
-    done = np.zeros(k, dtype=np.int64)
-    env_steps = succeeded = 0
-    bar = tqdm(
-        total=k * episodes_per_task,
-        desc="eval",
-        unit="episode",
-        leave=False,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=not progress,
-    )
+    tally = EpisodeTally(list(env.task_names), episodes_per_task, progress)
+    env_steps = 0
     try:
-        while (done < episodes_per_task).any():
+        while tally.unfinished.any():
             # A recorder may want more episodes of a slot than are evaluated: it keeps every slot stepping.
-            active = None if recorder is not None else done < episodes_per_task
+            active = None if recorder is not None else tally.unfinished
             if recorder is not None:
                 recorder.before_step(env)
             step = env.step(policy(obs, env.task_ids), active=active)
@@ -146,25 +183,8 @@ def evaluate(
                 recorder.after_step(step)
             env_steps += k if active is None else int(active.sum())
             obs = step.obs
-            for episode in step.episodes:
-                slot = episode.task_id
-                if done[slot] < episodes_per_task:
-                    episode_returns[slot].append(episode.ret)
-                    successes[slot].append(episode.success)
-                    done[slot] += 1
-                    succeeded += episode.success
-                    bar.update(1)
-                    bar.set_postfix(success=f"{succeeded / done.sum():.2f}", refresh=False)
+            tally.record(step.episodes)
     finally:
-        bar.close()
+        tally.bar.close()
     env.set_end_on_success(False)
-    tasks = [
-        TaskResult(
-            name,
-            float(np.mean(successes[i])),
-            float(np.mean(episode_returns[i])) if full_length else None,
-            episodes_per_task,
-        )
-        for i, name in enumerate(env.task_names)
-    ]
-    return EvalResult(env.protocol.name, seed, tasks, time.perf_counter() - start, env_steps)
+    return EvalResult(env.protocol.name, seed, tally.results(full_length), time.perf_counter() - start, env_steps)

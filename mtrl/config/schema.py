@@ -280,3 +280,17 @@ class CollectConfig:
         self.per_task = {} if self.per_task is None else self.per_task
         if not isinstance(self.per_task, dict):
             raise checks.fail("per_task", self.per_task, "a mapping such as per_task={reach-v3:{noise:1.0,episodes:3}}")
+
+
+__all__ = [
+    "EnvConfig",
+    "EncoderConfig",
+    "BalancerConfig",
+    "CurriculumConfig",
+    "OfflineConfig",
+    "DiagnosticsConfig",
+    "TrainConfig",
+    "VideoConfig",
+    "EvaluateConfig",
+    "CollectConfig",
+]

@@ -491,11 +491,8 @@ def _verify_metadata(file, path: Path) -> None:
         )
 
 
-def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Sequence[str]) -> TaskData:
-    where = f"tasks/{name}"
-    if where not in file:
-        raise UserError(f"dataset '{path}' is missing the group '{where}' (damaged or edited file); {COLLECT_HINT}")
-    group = file[where]
+def _read_arrays(group, path: Path, where: str, read: Sequence[str]) -> tuple[dict[str, np.ndarray | None], int]:
+    """Every field of a task group checked for presence, rank, length and dtype; the `read` ones loaded."""
     n = None
     arrays: dict[str, np.ndarray | None] = {}
     for key, (dtype, ndim) in ARRAY_FIELDS.items():
@@ -508,20 +505,28 @@ def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Se
                 f"other fields ({n} transitions); {COLLECT_HINT}"
             )
         n = dset.shape[0]
-        if key not in read:
-            arrays[key] = None
-            continue
-        try:
-            value = dset[()]
-        except Exception as err:  # fletcher32/gzip failures surface as OSError; damaged metadata as others
-            raise UserError(
-                f"dataset '{path}' is corrupt: '{where}/{key}' cannot be read ({_short(err)}); {COLLECT_HINT}"
-            ) from None
-        if np.dtype(value.dtype) != np.dtype(dtype):
-            raise UserError(f"dataset '{path}': '{where}/{key}' has dtype {value.dtype}; expected {np.dtype(dtype)}")
-        arrays[key] = value
-    expected_dims = {"obs": obs_dim, "next_obs": obs_dim, "action": act_dim}
-    for key, dim in expected_dims.items():
+        arrays[key] = None
+        if key in read:
+            try:
+                arrays[key] = dset[()]
+            except Exception as err:  # fletcher32/gzip failures surface as OSError; damaged metadata as others
+                raise UserError(
+                    f"dataset '{path}' is corrupt: '{where}/{key}' cannot be read ({_short(err)}); {COLLECT_HINT}"
+                ) from None
+            if np.dtype(arrays[key].dtype) != np.dtype(dtype):
+                raise UserError(
+                    f"dataset '{path}': '{where}/{key}' has dtype {arrays[key].dtype}; expected {np.dtype(dtype)}"
+                )
+    return arrays, int(n)
+
+
+def _read_task(file, path: Path, name: str, obs_dim: int, act_dim: int, read: Sequence[str]) -> TaskData:
+    where = f"tasks/{name}"
+    if where not in file:
+        raise UserError(f"dataset '{path}' is missing the group '{where}' (damaged or edited file); {COLLECT_HINT}")
+    group = file[where]
+    arrays, n = _read_arrays(group, path, where, read)
+    for key, dim in {"obs": obs_dim, "next_obs": obs_dim, "action": act_dim}.items():
         if group[key].shape[1] != dim:
             raise UserError(
                 f"dataset '{path}': '{where}/{key}' has width {group[key].shape[1]}; the dataset declares {dim}"

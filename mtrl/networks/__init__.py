@@ -82,11 +82,4 @@ def make_network(
     return cls(in_dim, out_dim, num_tasks, hidden_sizes, task_names, **options)
 
 
-__all__ = [
-    "make_network",
-    "available",
-    "options_of",
-    "MLP",
-    "TaskLinear",
-    "TaskConditionedNetwork",
-]
+__all__ = ["make_network", "available", "options_of", "MLP", "TaskLinear", "TaskConditionedNetwork"]

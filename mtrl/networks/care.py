@@ -12,15 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import (
-    MLP,
-    ParallelMLP,
-    TaskConditionedNetwork,
-    check_float,
-    check_hidden_sizes,
-    check_int,
-    task_rows,
-)
+from .blocks import MLP, ParallelMLP, TaskConditionedNetwork, check_float, check_hidden_sizes, check_int, task_rows
 
 log = logging.getLogger(__name__)
 

@@ -88,11 +88,7 @@ def embed_hash(sentences: list[str], dim: int = HASH_DIM) -> np.ndarray:
     return out.astype(np.float32)
 
 
-METHODS = {
-    "sentence-transformers": embed_sentence_transformers,
-    "transformers": embed_transformers,
-    "hash": embed_hash,
-}
+METHODS = {"sentence-transformers": embed_sentence_transformers, "transformers": embed_transformers, "hash": embed_hash}
 
 
 def embed(sentences: list[str], method: str = "auto") -> tuple[np.ndarray, str]:

@@ -7,14 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import (
-    MLP,
-    TaskConditionedNetwork,
-    check_choice,
-    check_float,
-    check_int,
-    task_rows,
-)
+from .blocks import MLP, TaskConditionedNetwork, check_choice, check_float, check_int, task_rows
 
 
 class EmbeddingNetwork(TaskConditionedNetwork):

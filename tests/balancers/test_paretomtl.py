@@ -118,13 +118,7 @@ def in_region(bal, losses: np.ndarray, slack: float = 0.0) -> bool:
 @pytest.mark.parametrize("eps", [0.0, 0.05])
 @pytest.mark.parametrize(
     "k, preference, start",
-    [
-        (2, 0, [0.9, 0.05]),
-        (2, 1, [0.9, 0.05]),
-        (2, 3, [0.05, 0.9]),
-        (3, 0, [0.05, 0.9, 0.1]),
-        (3, 5, [0.9, 0.05, 0.0]),
-    ],
+    [(2, 0, [0.9, 0.05]), (2, 1, [0.9, 0.05]), (2, 3, [0.05, 0.9]), (3, 0, [0.05, 0.9, 0.1]), (3, 5, [0.9, 0.05, 0.0])],
 )
 def test_feasibility_phase_moves_the_loss_vector_into_its_region(k, preference, start, eps):
     evaluate = bowls(torch.eye(k, dtype=torch.float64))
