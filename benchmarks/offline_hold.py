@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from offline_runs import best_step, dataset, evaluations, machine, train, write_json
 
 TASKS = ["reach-v3", "drawer-close-v3", "button-press-topdown-v3"]
@@ -39,22 +38,37 @@ def collect_overrides(episodes: int) -> list[str]:
 
 
 def train_overrides(agent: str, data: Path, seed: int, updates: int, evals: int) -> list[str]:
-    return ["mode=offline", f"dataset={data}", f"env.tasks=[{','.join(TASKS)}]", "env.protocol=mtrl",
-            *([] if agent == "cql" else [f"agent={agent}"]), "agent.hidden_sizes=[256,256]",
-            "batch_size_per_task=128", f"total_steps={updates}", f"eval_every={updates // evals}",
-            f"log_every={max(1, updates // 20)}", f"checkpoint_every={max(1, updates // 2)}", f"seed={seed}",
-            "torch_threads=1", "device=cpu"]
+    return [
+        "mode=offline",
+        f"dataset={data}",
+        f"env.tasks=[{','.join(TASKS)}]",
+        "env.protocol=mtrl",
+        *([] if agent == "cql" else [f"agent={agent}"]),
+        "agent.hidden_sizes=[256,256]",
+        "batch_size_per_task=128",
+        f"total_steps={updates}",
+        f"eval_every={updates // evals}",
+        f"log_every={max(1, updates // 20)}",
+        f"checkpoint_every={max(1, updates // 2)}",
+        f"seed={seed}",
+        "torch_threads=1",
+        "device=cpu",
+    ]
 
 
 def summarize_run(run_dir: Path, late: int) -> dict:
     """Mean success over tasks per evaluation, and over the last `late` evaluations (overall and per task)."""
     evals = evaluations(run_dir)
     tail = evals[-late:]
-    return {"steps": [e["step"] for e in evals], "mean_success": [e["mean_success"] for e in evals],
-            "late_mean_success": float(np.mean([e["mean_success"] for e in tail])),
-            "late_success_per_task": {t: float(np.mean([e["success"][t] for e in tail])) for t in TASKS},
-            "late_return_per_task": {t: float(np.mean([e["mean_return"][t] for e in tail])) for t in TASKS},
-            "final_success": evals[-1]["mean_success"], "best_step": best_step(run_dir)}
+    return {
+        "steps": [e["step"] for e in evals],
+        "mean_success": [e["mean_success"] for e in evals],
+        "late_mean_success": float(np.mean([e["mean_success"] for e in tail])),
+        "late_success_per_task": {t: float(np.mean([e["success"][t] for e in tail])) for t in TASKS},
+        "late_return_per_task": {t: float(np.mean([e["mean_return"][t] for e in tail])) for t in TASKS},
+        "final_success": evals[-1]["mean_success"],
+        "best_step": best_step(run_dir),
+    }
 
 
 def main(argv: list[str]) -> dict:
@@ -71,23 +85,35 @@ def main(argv: list[str]) -> dict:
     out, late = Path(args.out), max(1, args.evals // 2)
     start = time.perf_counter()
     data_path = out / f"expert3_e{args.episodes}.h5"
-    report = {"command": "python benchmarks/offline_hold.py " + " ".join(argv), "machine": machine(),
-              "dataset": dataset(data_path, collect_overrides(args.episodes)),
-              "late_evaluations": late, "threshold": THRESHOLD, "runs": {}, "summary": {}}
+    report = {
+        "command": "python benchmarks/offline_hold.py " + " ".join(argv),
+        "machine": machine(),
+        "dataset": dataset(data_path, collect_overrides(args.episodes)),
+        "late_evaluations": late,
+        "threshold": THRESHOLD,
+        "runs": {},
+        "summary": {},
+    }
     for agent in args.agents.split(","):
         runs = report["runs"].setdefault(agent, {})
         for seed in [int(s) for s in args.seeds.split(",")]:
             run_dir = out / f"{agent}_s{seed}"
-            runs[str(seed)] = {**train(run_dir, train_overrides(agent, data_path, seed, args.updates, args.evals)
-                                       + extra), **summarize_run(run_dir, late)}
+            runs[str(seed)] = {
+                **train(run_dir, train_overrides(agent, data_path, seed, args.updates, args.evals) + extra),
+                **summarize_run(run_dir, late),
+            }
             write_json(out / "hold.json", report)
         late_means = [r["late_mean_success"] for r in runs.values()]
         report["summary"][agent] = {
-            "late_mean_success_per_seed": late_means, "mean": float(np.mean(late_means)),
-            "min": float(np.min(late_means)), "holds": bool(min(late_means) >= THRESHOLD),
-            "late_success_per_task": {t: float(np.mean([r["late_success_per_task"][t] for r in runs.values()]))
-                                      for t in TASKS},
-            "wall_clock_s_per_run": [r["wall_clock_s"] for r in runs.values()]}
+            "late_mean_success_per_seed": late_means,
+            "mean": float(np.mean(late_means)),
+            "min": float(np.min(late_means)),
+            "holds": bool(min(late_means) >= THRESHOLD),
+            "late_success_per_task": {
+                t: float(np.mean([r["late_success_per_task"][t] for r in runs.values()])) for t in TASKS
+            },
+            "wall_clock_s_per_run": [r["wall_clock_s"] for r in runs.values()],
+        }
     report["wall_clock_s"] = round(time.perf_counter() - start, 1)
     write_json(out / "hold.json", report)
     return report

@@ -48,8 +48,11 @@ def dataset(path: Path, overrides: list[str]) -> dict[str, Any]:
         collect(parse_collect(compose_config("collect", [*overrides, f"output={path}", "progress=false"])))
     data = load_dataset(path, with_state=False)  # validates an existing file (one-line error when damaged)
     print(format_table(data), flush=True)
-    return {"path": str(path), "command": "python collect.py " + " ".join([*overrides, f"output={path}"]),
-            "tasks": task_rows(data)}
+    return {
+        "path": str(path),
+        "command": "python collect.py " + " ".join([*overrides, f"output={path}"]),
+        "tasks": task_rows(data),
+    }
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -69,8 +72,10 @@ def reusable(run_dir: Path, overrides: list[str]) -> bool:
     config = parse_train(compose_config("train", [*overrides, f"run_dir={run_dir}"]))
     wanted = _flat(config.raw)
     saved = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    same_data = json.loads((run_dir / "env.json").read_text())["dataset"]["dataset_id"] == \
-        load_dataset(config.offline.dataset, with_state=False).dataset_id
+    same_data = (
+        json.loads((run_dir / "env.json").read_text())["dataset"]["dataset_id"]
+        == load_dataset(config.offline.dataset, with_state=False).dataset_id
+    )
     return same_data and all(wanted[k] == saved[k] for k in set(wanted) & set(saved) if k not in IDENTITY_KEYS)
 
 
@@ -86,8 +91,12 @@ def train(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     shown = "python train.py " + " ".join(command[2:])
     if reusable(run_dir, overrides):
         print(f"reusing the finished run {run_dir}", flush=True)
-        return {"run_dir": str(run_dir), "command": shown, "reused": True,
-                "wall_clock_s": round(file_seconds(run_dir), 1)}
+        return {
+            "run_dir": str(run_dir),
+            "command": shown,
+            "reused": True,
+            "wall_clock_s": round(file_seconds(run_dir), 1),
+        }
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
@@ -105,9 +114,14 @@ def evaluations(run_dir: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted((run_dir / "eval").glob("step_*.json")):
         data = json.loads(path.read_text())
-        out.append({"step": int(path.stem.split("_")[1]), "mean_success": data["mean_success"],
-                    "success": {t["task"]: t["success_rate"] for t in data["tasks"]},
-                    "mean_return": {t["task"]: t["mean_return"] for t in data["tasks"]}})
+        out.append(
+            {
+                "step": int(path.stem.split("_")[1]),
+                "mean_success": data["mean_success"],
+                "success": {t["task"]: t["success_rate"] for t in data["tasks"]},
+                "mean_return": {t["task"]: t["mean_return"] for t in data["tasks"]},
+            }
+        )
     return out
 
 
@@ -117,8 +131,13 @@ def best_step(run_dir: Path) -> int:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": 1, "python": platform.python_version()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": 1,
+        "python": platform.python_version(),
+    }
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -92,7 +92,9 @@ class CQLAgent(SACAgent):
             """(rows, N, A + 1): N policy actions per observation and their log-probabilities."""
             rows = obs.shape[0]
             ids = task_ids if task_ids.dim() == 0 else task_ids.repeat_interleave(n)
-            action, log_prob = self.sample_action(None, obs.repeat_interleave(n, dim=0), ids, noise.reshape(rows * n, a))
+            action, log_prob = self.sample_action(
+                None, obs.repeat_interleave(n, dim=0), ids, noise.reshape(rows * n, a)
+            )
             return torch.cat([action.view(rows, n, a), log_prob.view(rows, n, 1)], dim=-1)
 
         sampled, log_probs = [uniform], [uniform_log_density]
@@ -121,8 +123,15 @@ class CQLAgent(SACAgent):
         return super().next_value(next_obs, task_ids, noise, alpha * (not self.config.deterministic_backup))
 
     # ----- per-sample loss ------------------------------------------------------------------------------
-    def conservative_penalty(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor,
-                             cql_actions: Tensor, cql_log_density: Tensor, q_data: tuple[Tensor, Tensor]) -> Tensor:
+    def conservative_penalty(
+        self,
+        params: dict[str, Tensor] | None,
+        obs: Tensor,
+        task_ids: Tensor,
+        cql_actions: Tensor,
+        cql_log_density: Tensor,
+        q_data: tuple[Tensor, Tensor],
+    ) -> Tensor:
         """Per sample: sum over both critics of T logsumexp((Q(s, a_k) - log mu(a_k)) / T) - Q(s, a)."""
         n, m = cql_actions.shape[0], cql_actions.shape[1]
         obs_rep = obs.unsqueeze(1).expand(n, m, obs.shape[-1]).reshape(n * m, obs.shape[-1])
@@ -136,9 +145,17 @@ class CQLAgent(SACAgent):
             penalty = penalty + t * torch.logsumexp(scores, dim=1) - q
         return penalty
 
-    def critic_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, action: Tensor, task_ids: Tensor,
-                           target: Tensor, cql_actions: Tensor, cql_log_density: Tensor,
-                           cql_weight: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def critic_sample_loss(
+        self,
+        params: dict[str, Tensor] | None,
+        obs: Tensor,
+        action: Tensor,
+        task_ids: Tensor,
+        target: Tensor,
+        cql_actions: Tensor,
+        cql_log_density: Tensor,
+        cql_weight: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """SAC's squared TD errors of both critics plus the weighted conservative penalty; also the penalty."""
         q1, q2 = apply_module(self.critic, params, obs, action, task_ids)
         td = (q1 - target).pow(2) + (q2 - target).pow(2)
@@ -152,13 +169,21 @@ class CQLAgent(SACAgent):
             inputs["bc_action"] = batch.action
         return inputs
 
-    def action_log_prob(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor,
-                        action: Tensor) -> Tensor:
+    def action_log_prob(
+        self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, action: Tensor
+    ) -> Tensor:
         """log pi(a | s) of given actions under the tanh-Gaussian policy."""
         return self.policy.log_prob(params, obs, task_ids, action)
 
-    def actor_sample_loss(self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor,
-                          alpha: Tensor, bc_action: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def actor_sample_loss(
+        self,
+        params: dict[str, Tensor] | None,
+        obs: Tensor,
+        task_ids: Tensor,
+        noise: Tensor,
+        alpha: Tensor,
+        bc_action: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """SAC's actor loss, or during the BC phase alpha_task log pi(a~|s) - log pi(a_data|s)."""
         if bc_action is None:
             return super().actor_sample_loss(params, obs, task_ids, noise, alpha)
@@ -189,8 +214,11 @@ class CQLAgent(SACAgent):
 
     # ----- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "log_lagrange": self.log_lagrange.detach().cpu(),
-                "lagrange_optim": self.lagrange_optim.state_dict()}
+        return {
+            **super().state_dict(),
+            "log_lagrange": self.log_lagrange.detach().cpu(),
+            "lagrange_optim": self.lagrange_optim.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
         super().load_state_dict(state, networks_only)

@@ -31,8 +31,14 @@ def default_output(paths: Sequence[str | Path]) -> Path:
     return Path(paths[0]) / "report" if len(paths) == 1 else Path("report")
 
 
-def write_report(paths: Sequence[str | Path], out: str | Path | None = None, group_by: Sequence[str] | None = None,
-                 reps: int = 2000, seed: int = 0, figures: bool = True) -> Report:
+def write_report(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    group_by: Sequence[str] | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+    figures: bool = True,
+) -> Report:
     """Load the runs under `paths`, compute the statistics and write report.md, CSVs and PNG figures to `out`."""
     from mtrl.report import plots, tables
 
@@ -63,5 +69,16 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, gro
     return Report(groups, markdown, files)
 
 
-__all__ = ["Report", "write_report", "Run", "load_run", "load_runs", "find_run_dirs", "summarize", "group_runs",
-           "resolve_group_keys", "GroupStats", "Estimate"]
+__all__ = [
+    "Report",
+    "write_report",
+    "Run",
+    "load_run",
+    "load_runs",
+    "find_run_dirs",
+    "summarize",
+    "group_runs",
+    "resolve_group_keys",
+    "GroupStats",
+    "Estimate",
+]

@@ -13,13 +13,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m mtrl.report",
         description="Aggregate training runs: mean success and IQM over seeds with 95%% bootstrap CIs (rliable), "
-                    "final and best, per-task success, learning curves, heat map, balancer weights.")
+        "final and best, per-task success, learning curves, heat map, balancer weights.",
+    )
     parser.add_argument("paths", nargs="+", help="run directories and/or directories holding runs (a sweep)")
-    parser.add_argument("--out", default=None, help="output directory (default: <path>/report for one path, "
-                                                    "else ./report)")
-    parser.add_argument("--group-by", nargs="+", default=None, metavar="KEY",
-                        help="config keys that define a method, e.g. balancer encoder (default: the keys whose "
-                             "values differ between runs, seed excluded)")
+    parser.add_argument(
+        "--out", default=None, help="output directory (default: <path>/report for one path, else ./report)"
+    )
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        default=None,
+        metavar="KEY",
+        help="config keys that define a method, e.g. balancer encoder (default: the keys whose "
+        "values differ between runs, seed excluded)",
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
@@ -38,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ImportError as err:
-        print(f"error: the report needs {err.name} (pip install -e \".[report]\")", file=sys.stderr)
+        print(f'error: the report needs {err.name} (pip install -e ".[report]")', file=sys.stderr)
         return 2
     print(report.markdown)
     print("wrote " + ", ".join(str(path) for path in report.files.values()))

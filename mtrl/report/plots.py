@@ -80,8 +80,15 @@ def per_task_heatmap(groups: Sequence[GroupStats], path: Path) -> Path:
     if grid.size <= 400:
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if value > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if value > 0.6 else "white",
+                )
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label("success", fontsize=8)
     ax.set_title("Per-task success at the final step (mean over seeds)", fontsize=10)
@@ -168,8 +175,11 @@ def pareto_groups(groups: Sequence[GroupStats]) -> list[tuple[object, GroupStats
     found = []
     for g in groups:
         prefs = {run.config.get("balancer.preference") for run in g.runs}
-        if all(run.config.get("balancer.name") == "paretomtl" for run in g.runs) and len(prefs) == 1 \
-                and None not in prefs:
+        if (
+            all(run.config.get("balancer.name") == "paretomtl" for run in g.runs)
+            and len(prefs) == 1
+            and None not in prefs
+        ):
             found.append((prefs.pop(), g))
     found.sort(key=lambda item: (isinstance(item[0], tuple), item[0]))
     return found if len({str(p) for p, _ in found}) >= 2 else []
@@ -200,8 +210,9 @@ def pareto_front(groups: Sequence[GroupStats], path: Path) -> Path | None:
         for (pref, _), xi, yi in zip(front, x, y):
             ax.annotate(_show_preference(pref), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
         for g, marker in zip(others, "xs^vD<>p*h"):
-            ax.scatter(g.final_scores[:, a].mean(), g.final_scores[:, b].mean(), color="grey", marker=marker,
-                       label=g.label)
+            ax.scatter(
+                g.final_scores[:, a].mean(), g.final_scores[:, b].mean(), color="grey", marker=marker, label=g.label
+            )
         ax.set_xlabel(f"success: {tasks[a]}")
         ax.set_ylabel(f"success: {tasks[b]}")
         ax.set_xlim(-0.05, 1.05)

@@ -89,13 +89,16 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         if is_run_dir(path):
             found.append(path.resolve())
             continue
-        found.extend(config.parent.resolve() for config in sorted(path.rglob("config.yaml"))
-                     if is_run_dir(config.parent))
+        found.extend(
+            config.parent.resolve() for config in sorted(path.rglob("config.yaml")) if is_run_dir(config.parent)
+        )
     unique = sorted(set(found))
     if not unique:
         where = ", ".join(str(p) for p in paths)
-        raise UserError(f"no run directories found under {where}; a run directory holds config.yaml and eval/ "
-                        f"or tb/ (what train.py writes)")
+        raise UserError(
+            f"no run directories found under {where}; a run directory holds config.yaml and eval/ "
+            f"or tb/ (what train.py writes)"
+        )
     return unique
 
 
@@ -138,8 +141,7 @@ def read_scalars(tb_dir: Path, keep: Iterable[re.Pattern]) -> dict[str, list[tup
         return {}
     from tensorboard.backend.event_processing import event_accumulator as ea
 
-    guidance = {ea.SCALARS: 0, ea.IMAGES: 1, ea.AUDIO: 1, ea.HISTOGRAMS: 1, ea.COMPRESSED_HISTOGRAMS: 1,
-                ea.TENSORS: 1}
+    guidance = {ea.SCALARS: 0, ea.IMAGES: 1, ea.AUDIO: 1, ea.HISTOGRAMS: 1, ea.COMPRESSED_HISTOGRAMS: 1, ea.TENSORS: 1}
     accumulator = ea.EventAccumulator(str(tb_dir), size_guidance=guidance)
     try:
         accumulator.Reload()
@@ -161,8 +163,9 @@ def load_run(run_dir: Path) -> Run:
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read {run_dir / 'config.yaml'} ({type(err).__name__}); "
-                        f"is it a run directory?") from None
+        raise UserError(
+            f"cannot read {run_dir / 'config.yaml'} ({type(err).__name__}); is it a run directory?"
+        ) from None
     if not isinstance(config, dict):
         raise UserError(f"{run_dir / 'config.yaml'} is not a mapping; is it a run directory?")
     flat = flatten(config)
@@ -212,11 +215,13 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     for run_dir in find_run_dirs(paths):
         run = load_run(run_dir)
         if not run.evals:
-            warnings.warn(f"{run_dir} has no evaluation yet (no eval/step_<N>.json, no eval/success tags); "
-                          f"left out", stacklevel=2)
+            warnings.warn(
+                f"{run_dir} has no evaluation yet (no eval/step_<N>.json, no eval/success tags); left out", stacklevel=2
+            )
             continue
         runs.append(run)
     if not runs:
-        raise UserError("none of the run directories has an evaluation yet (eval/step_<N>.json); "
-                        "train longer or lower eval_every")
+        raise UserError(
+            "none of the run directories has an evaluation yet (eval/step_<N>.json); train longer or lower eval_every"
+        )
     return runs

@@ -28,8 +28,20 @@ from mtrl.errors import UserError
 from mtrl.report.runs import Run
 
 # Keys that identify a run rather than a method: never used to tell groups apart automatically.
-IGNORED_KEYS = {"seed", "run_dir", "resume", "progress", "device", "torch_threads", "env.goal_seed",
-                "env.vectorization", "keep_checkpoints", "save_replay", "log_every", "checkpoint_every"}
+IGNORED_KEYS = {
+    "seed",
+    "run_dir",
+    "resume",
+    "progress",
+    "device",
+    "torch_threads",
+    "env.goal_seed",
+    "env.vectorization",
+    "keep_checkpoints",
+    "save_replay",
+    "log_every",
+    "checkpoint_every",
+}
 IGNORED_PREFIXES = ("sweep.", "hydra.")
 FALLBACK_LABEL_KEYS = ("balancer.name", "encoder.name")
 #: What a step counts, by run mode.
@@ -108,11 +120,23 @@ def resolve_group_keys(runs: Sequence[Run], group_by: Sequence[str] | None) -> l
             elif f"{key}.name" in all_keys:
                 keys.append(f"{key}.name")
             else:
-                examples = ", ".join(k for k in ("balancer", "encoder", "env.tasks", "env.protocol", "seed",
-                                                 "total_steps", "agent.hidden_sizes") if k in all_keys
-                                     or f"{k}.name" in all_keys)
-                raise UserError(f"unknown group key '{key}'; run configs have keys such as {examples} "
-                                f"(dotted paths into config.yaml)")
+                examples = ", ".join(
+                    k
+                    for k in (
+                        "balancer",
+                        "encoder",
+                        "env.tasks",
+                        "env.protocol",
+                        "seed",
+                        "total_steps",
+                        "agent.hidden_sizes",
+                    )
+                    if k in all_keys or f"{k}.name" in all_keys
+                )
+                raise UserError(
+                    f"unknown group key '{key}'; run configs have keys such as {examples} "
+                    f"(dotted paths into config.yaml)"
+                )
         return keys
     candidates = [k for k in all_keys if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)]
     varying = [k for k in candidates if len({_canon(run.config.get(k, _MISSING)) for run in runs}) > 1]
@@ -125,8 +149,11 @@ def resolve_group_keys(runs: Sequence[Run], group_by: Sequence[str] | None) -> l
             values.setdefault(name, set()).add(_canon(run.config.get(key, _MISSING)))
         return all(len(v) == 1 for v in values.values())
 
-    return [k for k in varying if not any(k.startswith(f"{p}.") and k != f"{p}.name" and goes_with_name(k, p)
-                                          for p in named)]
+    return [
+        k
+        for k in varying
+        if not any(k.startswith(f"{p}.") and k != f"{p}.name" and goes_with_name(k, p) for p in named)
+    ]
 
 
 def group_label(run: Run, keys: Sequence[str]) -> str:
@@ -165,11 +192,13 @@ def interval_estimates(scores: np.ndarray, reps: int, seed: int) -> tuple[Estima
         return Estimate(point[0], np.nan, np.nan), Estimate(point[1], np.nan, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # arch: "random_state is deprecated"
-        points, cis = rly.get_interval_estimates({"g": scores}, aggregate, reps=reps, confidence_interval_size=0.95,
-                                                 random_state=np.random.RandomState(seed))
+        points, cis = rly.get_interval_estimates(
+            {"g": scores}, aggregate, reps=reps, confidence_interval_size=0.95, random_state=np.random.RandomState(seed)
+        )
     point, ci = points["g"], cis["g"]
-    return Estimate(float(point[0]), float(ci[0, 0]), float(ci[1, 0])), \
-        Estimate(float(point[1]), float(ci[0, 1]), float(ci[1, 1]))
+    return Estimate(float(point[0]), float(ci[0, 0]), float(ci[1, 0])), Estimate(
+        float(point[1]), float(ci[0, 1]), float(ci[1, 1])
+    )
 
 
 def curve_estimates(scores: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,8 +213,9 @@ def curve_estimates(scores: np.ndarray, reps: int, seed: int) -> tuple[np.ndarra
         return mean, mean.copy(), mean.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        _, cis = rly.get_interval_estimates({"g": scores}, per_step, reps=reps, confidence_interval_size=0.95,
-                                            random_state=np.random.RandomState(seed))
+        _, cis = rly.get_interval_estimates(
+            {"g": scores}, per_step, reps=reps, confidence_interval_size=0.95, random_state=np.random.RandomState(seed)
+        )
     return mean, cis["g"][0], cis["g"][1]
 
 
@@ -195,8 +225,10 @@ def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0
     tasks = runs[0].tasks
     for run in runs[1:]:
         if run.tasks != tasks:
-            raise UserError(f"runs of group '{label}' were trained on different tasks ({runs[0].path}: {tasks}; "
-                            f"{run.path}: {run.tasks}); group them apart, e.g. --group-by env.tasks")
+            raise UserError(
+                f"runs of group '{label}' were trained on different tasks ({runs[0].path}: {tasks}; "
+                f"{run.path}: {run.tasks}); group them apart, e.g. --group-by env.tasks"
+            )
     notes = []
     seeds = [run.seed for run in runs]
     if len(set(map(str, seeds))) < len(seeds):
@@ -206,8 +238,11 @@ def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0
         notes.append(f"{len(unfinished)} of {len(runs)} runs unfinished")
     common = sorted(set.intersection(*(set(s for s, e in run.evals.items() if set(tasks) <= set(e)) for run in runs)))
     if not common:
-        raise UserError(f"the runs of group '{label}' have no evaluation step in common (steps: "
-                        + "; ".join(f"{run.path.name}: {run.steps}" for run in runs) + ")")
+        raise UserError(
+            f"the runs of group '{label}' have no evaluation step in common (steps: "
+            + "; ".join(f"{run.path.name}: {run.steps}" for run in runs)
+            + ")"
+        )
     final_step = common[-1]
     if any(run.steps[-1] > final_step for run in runs):
         notes.append(f"final step {final_step} is the last one every seed evaluated")
@@ -229,14 +264,32 @@ def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0
     if len(modes) > 1:
         notes.append("mixed online and offline runs: steps are environment steps or gradient updates")
     unit = STEP_UNITS.get(modes.pop(), "steps") if len(modes) == 1 else "steps"
-    return GroupStats(label, runs, tasks, final_step, final_scores, best_scores, [common[j] for j in best_index],
-                      final_mean, final_iqm, best_mean, best_iqm, np.array(common), curve_mean, curve_low, curve_high,
-                      protocol=",".join(sorted(map(str, protocols))), notes=notes, step_unit=unit)
+    return GroupStats(
+        label,
+        runs,
+        tasks,
+        final_step,
+        final_scores,
+        best_scores,
+        [common[j] for j in best_index],
+        final_mean,
+        final_iqm,
+        best_mean,
+        best_iqm,
+        np.array(common),
+        curve_mean,
+        curve_low,
+        curve_high,
+        protocol=",".join(sorted(map(str, protocols))),
+        notes=notes,
+        step_unit=unit,
+    )
 
 
 def best_evaluation(run: Run, steps: Sequence[int], tasks: Sequence[str]) -> int:
     """Index in `steps` of the run's best evaluation: highest mean success over `tasks`, then highest mean return
     (where measured), then the earliest; the rule `checkpoints/best.pt` is kept by."""
+
     def key(index: int) -> tuple[float, float, int]:
         step = steps[index]
         success = float(np.mean([run.evals[step][t] for t in tasks]))
@@ -245,8 +298,9 @@ def best_evaluation(run: Run, steps: Sequence[int], tasks: Sequence[str]) -> int
     return max(range(len(steps)), key=key)
 
 
-def summarize(runs: Sequence[Run], group_by: Sequence[str] | None = None, reps: int = 2000,
-              seed: int = 0) -> list[GroupStats]:
+def summarize(
+    runs: Sequence[Run], group_by: Sequence[str] | None = None, reps: int = 2000, seed: int = 0
+) -> list[GroupStats]:
     """Statistics of every group of `runs`."""
     if not isinstance(reps, int) or reps < 100:
         raise UserError(f"reps={reps} is not allowed; expected an integer >= 100 bootstrap resamples")

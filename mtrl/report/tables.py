@@ -26,10 +26,20 @@ def _seeds(stats: GroupStats) -> str:
 def summary_rows(groups: Sequence[GroupStats]) -> list[dict]:
     rows = []
     for g in groups:
-        row = {"method": g.label, "seeds": len(g.runs), "seed_list": " ".join(map(str, g.seeds)),
-               "final_step": g.final_step, "step_unit": g.step_unit, "protocol": g.protocol}
-        for name, est in (("final_mean", g.final_mean), ("final_iqm", g.final_iqm), ("best_mean", g.best_mean),
-                          ("best_iqm", g.best_iqm)):
+        row = {
+            "method": g.label,
+            "seeds": len(g.runs),
+            "seed_list": " ".join(map(str, g.seeds)),
+            "final_step": g.final_step,
+            "step_unit": g.step_unit,
+            "protocol": g.protocol,
+        }
+        for name, est in (
+            ("final_mean", g.final_mean),
+            ("final_iqm", g.final_iqm),
+            ("best_mean", g.best_mean),
+            ("best_iqm", g.best_iqm),
+        ):
             row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = est.value, est.low, est.high
         row["notes"] = "; ".join(g.notes)
         rows.append(row)
@@ -41,9 +51,17 @@ def per_task_rows(groups: Sequence[GroupStats]) -> list[dict]:
     for g in groups:
         for j, task in enumerate(g.tasks):
             final, best = g.final_scores[:, j], g.best_scores[:, j]
-            rows.append({"method": g.label, "task": task, "seeds": len(g.runs),
-                         "final_mean": float(final.mean()), "final_std": float(final.std()),
-                         "best_mean": float(best.mean()), "best_std": float(best.std())})
+            rows.append(
+                {
+                    "method": g.label,
+                    "task": task,
+                    "seeds": len(g.runs),
+                    "final_mean": float(final.mean()),
+                    "final_std": float(final.std()),
+                    "best_mean": float(best.mean()),
+                    "best_std": float(best.std()),
+                }
+            )
     return rows
 
 
@@ -59,10 +77,20 @@ def run_rows(groups: Sequence[GroupStats]) -> list[dict]:
     rows = []
     for g in groups:
         for i, run in enumerate(g.runs):
-            rows.append({"method": g.label, "seed": run.seed, "run_dir": _shown(run.path), "finished": run.finished,
-                         "last_step": run.steps[-1], "final_step": g.final_step,
-                         "final_mean_success": float(g.final_scores[i].mean()), "best_step": g.best_steps[i],
-                         "best_mean_success": float(g.best_scores[i].mean()), "eval_source": run.eval_source})
+            rows.append(
+                {
+                    "method": g.label,
+                    "seed": run.seed,
+                    "run_dir": _shown(run.path),
+                    "finished": run.finished,
+                    "last_step": run.steps[-1],
+                    "final_step": g.final_step,
+                    "final_mean_success": float(g.final_scores[i].mean()),
+                    "best_step": g.best_steps[i],
+                    "best_mean_success": float(g.best_scores[i].mean()),
+                    "eval_source": run.eval_source,
+                }
+            )
     return rows
 
 
@@ -86,10 +114,29 @@ def _step(g: GroupStats, step: int) -> str:
 
 
 def summary_markdown(groups: Sequence[GroupStats]) -> str:
-    header = ["method", "seeds", "final step", "final mean [95% CI]", "final IQM [95% CI]", "best mean [95% CI]",
-              "best IQM [95% CI]", "best steps"]
-    rows = [[g.label, _seeds(g), _step(g, g.final_step), g.final_mean.fmt(), g.final_iqm.fmt(), g.best_mean.fmt(),
-             g.best_iqm.fmt(), ", ".join(f"{s:,}" for s in g.best_steps)] for g in groups]
+    header = [
+        "method",
+        "seeds",
+        "final step",
+        "final mean [95% CI]",
+        "final IQM [95% CI]",
+        "best mean [95% CI]",
+        "best IQM [95% CI]",
+        "best steps",
+    ]
+    rows = [
+        [
+            g.label,
+            _seeds(g),
+            _step(g, g.final_step),
+            g.final_mean.fmt(),
+            g.final_iqm.fmt(),
+            g.best_mean.fmt(),
+            g.best_iqm.fmt(),
+            ", ".join(f"{s:,}" for s in g.best_steps),
+        ]
+        for g in groups
+    ]
     return _table(header, rows)
 
 
@@ -112,8 +159,7 @@ def per_task_markdown(groups: Sequence[GroupStats], which: str = "final") -> str
     return _table(header, rows + [means])
 
 
-def report_markdown(groups: Sequence[GroupStats], sources: Sequence[str], figures: dict[str, Path],
-                    reps: int) -> str:
+def report_markdown(groups: Sequence[GroupStats], sources: Sequence[str], figures: dict[str, Path], reps: int) -> str:
     runs = sum(len(g.runs) for g in groups)
     protocols = sorted({g.protocol for g in groups if g.protocol})
     parts = [
@@ -131,8 +177,16 @@ def report_markdown(groups: Sequence[GroupStats], sources: Sequence[str], figure
     notes = [f"- {g.label}: {'; '.join(g.notes)}" for g in groups if g.notes]
     if notes:
         parts += ["", "Notes:", *notes]
-    parts += ["", "## Per-task success, final (mean ± std over seeds)", "", per_task_markdown(groups, "final"),
-              "", "## Per-task success, best (mean ± std over seeds)", "", per_task_markdown(groups, "best")]
+    parts += [
+        "",
+        "## Per-task success, final (mean ± std over seeds)",
+        "",
+        per_task_markdown(groups, "final"),
+        "",
+        "## Per-task success, best (mean ± std over seeds)",
+        "",
+        per_task_markdown(groups, "best"),
+    ]
     if figures:
         parts += ["", "## Figures", ""]
         parts += [f"![{name}]({path.name})" for name, path in figures.items()]

@@ -32,15 +32,26 @@ TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 @pytest.fixture(scope="module")
 def expert_data(tmp_path_factory):
     """Scripted-expert data of both smoke tasks, 20-step episodes, mtrl protocol."""
-    cfg = compose_config("collect", ["env.tasks=[reach-v3,drawer-close-v3]", "env.protocol=mtrl", "env.horizon=20",
-                                     "episodes_per_task=2", "noise=0.1", "progress=false",
-                                     f"output={tmp_path_factory.mktemp('data') / 'expert.h5'}"])
+    cfg = compose_config(
+        "collect",
+        [
+            "env.tasks=[reach-v3,drawer-close-v3]",
+            "env.protocol=mtrl",
+            "env.horizon=20",
+            "episodes_per_task=2",
+            "noise=0.1",
+            "progress=false",
+            f"output={tmp_path_factory.mktemp('data') / 'expert.h5'}",
+        ],
+    )
     return collect(parse_collect(cfg))
 
 
 def offline_trainer(run_dir, dataset, *extra: str) -> OfflineTrainer:
-    return OfflineTrainer(smoke_run_config(run_dir, "mode=offline", f"dataset={dataset}", "env.horizon=20",
-                                           "log_every=5", *extra), run_dir)
+    return OfflineTrainer(
+        smoke_run_config(run_dir, "mode=offline", f"dataset={dataset}", "env.horizon=20", "log_every=5", *extra),
+        run_dir,
+    )
 
 
 def result(success: list[float], returns: list[float | None]) -> EvalResult:
@@ -65,8 +76,9 @@ def trainer(tmp_path_factory, expert_data):
     return offline_trainer(tmp_path_factory.mktemp("runs") / "best", expert_data, "total_steps=10")
 
 
-SCORES = st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.one_of(st.none(), st.integers(-3, 3))),
-                  min_size=1, max_size=8)
+SCORES = st.lists(
+    st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.one_of(st.none(), st.integers(-3, 3))), min_size=1, max_size=8
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -83,9 +95,15 @@ def test_best_checkpoint_is_the_highest_success_then_return_then_earliest(traine
     assert state["step"] == want and state["best"]["step"] == want
     assert state["best"]["score"][0] == scores[want - 1][0]
     assert all(torch.all(v == float(want)) for v in state["agent"]["actor"].values())
-    run = Run(trainer.run_dir, {"mode": "offline"}, TASKS,
-              {i + 1: {t: s for t in TASKS} for i, (s, _) in enumerate(scores)}, "mtrl", True,
-              returns={i + 1: float(r) for i, (_, r) in enumerate(scores) if r is not None})
+    run = Run(
+        trainer.run_dir,
+        {"mode": "offline"},
+        TASKS,
+        {i + 1: {t: s for t in TASKS} for i, (s, _) in enumerate(scores)},
+        "mtrl",
+        True,
+        returns={i + 1: float(r) for i, (_, r) in enumerate(scores) if r is not None},
+    )
     assert best_evaluation(run, run.steps, TASKS) + 1 == want
 
 
@@ -124,8 +142,9 @@ def test_offline_run_evaluates_on_schedule_keeps_best_across_resume_and_reports_
     assert evaluated_steps(run_dir) == [5, 10, 15, 20]
     first = best_by_rule(run_dir)
     assert checkpoint.load(run_dir, which="best")[1]["step"] == first
-    resumed = offline_trainer(run_dir, expert_data, "total_steps=35", "eval_every=5", "checkpoint_every=10",
-                              f"resume={run_dir}")
+    resumed = offline_trainer(
+        run_dir, expert_data, "total_steps=35", "eval_every=5", "checkpoint_every=10", f"resume={run_dir}"
+    )
     assert resumed.best["step"] == first  # the resumed run compares new evaluations with the earlier best
     resumed.run()
     assert evaluated_steps(run_dir) == [5, 10, 15, 20, 25, 30, 35]
@@ -151,25 +170,30 @@ def test_evaluate_which_best_and_its_errors(tmp_path, expert_data):
     assert proc.returncode == 0, proc.stderr
     written = json.loads((run_dir / "checkpoints" / "best_eval_mtrl.json").read_text())
     assert [t["task"] for t in written["tasks"]] == TASKS and step in (5, 10)
-    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={run_dir}", "which=bestest"),
-                          "which='bestest' is not allowed")
+    assert_one_line_error(
+        run_cli("evaluate.py", f"checkpoint={run_dir}", "which=bestest"), "which='bestest' is not allowed"
+    )
     bare = tmp_path / "bare"
     shutil.copytree(run_dir, bare)
     (bare / "checkpoints" / "best.pt").unlink()
-    assert_one_line_error(run_cli("evaluate.py", f"checkpoint={bare}", "which=best"), "no best checkpoint in",
-                          "use which=latest")
+    assert_one_line_error(
+        run_cli("evaluate.py", f"checkpoint={bare}", "which=best"), "no best checkpoint in", "use which=latest"
+    )
 
 
-@pytest.mark.parametrize("override,message", [
-    ("agent.cql_alpha=-1", "agent.cql_alpha=-1"),
-    ("agent.cql_num_actions=0", "agent.cql_num_actions=0"),
-    ("agent.cql_temperature=0", "agent.cql_temperature=0"),
-    ("agent.cql_lagrange=maybe", "agent.cql_lagrange='maybe'"),
-    ("agent.cql_target_gap=nan", "agent.cql_target_gap=nan"),
-    ("agent.cql_lagrange_lr=0", "agent.cql_lagrange_lr=0"),
-    ("agent.deterministic_backup=2", "agent.deterministic_backup=2"),
-    ("agent.bc_updates=-1", "agent.bc_updates=-1"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("agent.cql_alpha=-1", "agent.cql_alpha=-1"),
+        ("agent.cql_num_actions=0", "agent.cql_num_actions=0"),
+        ("agent.cql_temperature=0", "agent.cql_temperature=0"),
+        ("agent.cql_lagrange=maybe", "agent.cql_lagrange='maybe'"),
+        ("agent.cql_target_gap=nan", "agent.cql_target_gap=nan"),
+        ("agent.cql_lagrange_lr=0", "agent.cql_lagrange_lr=0"),
+        ("agent.deterministic_backup=2", "agent.deterministic_backup=2"),
+        ("agent.bc_updates=-1", "agent.bc_updates=-1"),
+    ],
+)
 def test_offline_agent_options_reject_bad_values_in_one_line(tmp_path, expert_data, override, message):
     with pytest.raises(UserError) as err:
         offline_trainer(tmp_path / "r", expert_data, override)
