@@ -219,9 +219,10 @@ def curve_estimates(scores: np.ndarray, reps: int, seed: int) -> tuple[np.ndarra
     return mean, cis["g"][0], cis["g"][1]
 
 
-def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0) -> GroupStats:
-    """Final and best scores, their estimates, and the learning curve of one group."""
-    runs = list(runs)
+def common_steps(label: str, runs: Sequence[Run]) -> tuple[list[int], list[str]]:
+    """The evaluation steps every run of a group has for all of the group's tasks, and notes on the group
+    (shared seeds, unfinished runs, a final step earlier than some run's); one-line errors when the runs differ
+    in their tasks or share no evaluation step."""
     tasks = runs[0].tasks
     for run in runs[1:]:
         if run.tasks != tasks:
@@ -243,9 +244,17 @@ def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0
             + "; ".join(f"{run.path.name}: {run.steps}" for run in runs)
             + ")"
         )
+    if any(run.steps[-1] > common[-1] for run in runs):
+        notes.append(f"final step {common[-1]} is the last one every seed evaluated")
+    return common, notes
+
+
+def group_stats(label: str, runs: Sequence[Run], reps: int = 2000, seed: int = 0) -> GroupStats:
+    """Final and best scores, their estimates, and the learning curve of one group."""
+    runs = list(runs)
+    tasks = runs[0].tasks
+    common, notes = common_steps(label, runs)
     final_step = common[-1]
-    if any(run.steps[-1] > final_step for run in runs):
-        notes.append(f"final step {final_step} is the last one every seed evaluated")
 
     def scores_at(run: Run, step: int) -> np.ndarray:
         return np.array([run.evals[step][t] for t in tasks], dtype=np.float64)
