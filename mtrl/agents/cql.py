@@ -40,7 +40,7 @@ class CQLConfig(SACConfig):
     """SAC's hyperparameters plus the conservative penalty's."""
 
     name: str = "cql"
-    cql_alpha: float = 1.0  # weight of the penalty (0 = offline SAC); with cql_lagrange, the multiplier's scale
+    cql_alpha: float = 5.0  # weight of the penalty (0 = offline SAC); with cql_lagrange, the multiplier's scale
     cql_num_actions: int = 10  # sampled actions per kind (uniform, policy at s, policy at s')
     cql_temperature: float = 1.0  # temperature of the penalty's logsumexp
     cql_lagrange: bool = False  # learn a per-task multiplier alpha' that holds the penalty near cql_target_gap
