@@ -8,8 +8,8 @@
    episodes_per_task=25 noise=0.1` (Meta-World's scripted experts plus Gaussian action noise 0.1).
 2. Trains, one run at a time with one thread, the default offline agent (`mode=offline`, i.e. agent=cql with its
    default options, 4 sampled actions in the penalty) and `agent=bc`, each for `--updates` gradient updates per
-   seed, with 2 x 256 networks and 64 transitions per task and batch, evaluating `--evals` times (every updates/evals updates; mtrl protocol: one
-   deterministic 150-step episode per task).
+   seed, with 2 x 256 networks and 64 transitions per task and batch, evaluating `--evals` times (every
+   updates/evals updates; mtrl protocol: one deterministic 150-step episode per task).
 3. Prints and writes `<out>/hold.json`: per agent and seed the mean success over tasks of every evaluation,
    its mean over the last half of the evaluations (the last 5 of 10), per task the same, the best evaluation's
    step (checkpoints/best.pt), and wall times; per agent whether every seed holds >= 0.9.
