@@ -40,13 +40,13 @@ class CQLConfig(SACConfig):
     """SAC's hyperparameters plus the conservative penalty's."""
 
     name: str = "cql"
-    cql_alpha: float = 5.0  # weight of the penalty (0 = offline SAC); with cql_lagrange, the multiplier's scale
+    cql_alpha: float = 20.0  # weight of the penalty (0 = offline SAC); with cql_lagrange, the multiplier's scale
     cql_num_actions: int = 10  # sampled actions per kind (uniform, policy at s, policy at s')
     cql_temperature: float = 1.0  # temperature of the penalty's logsumexp
     cql_lagrange: bool = False  # learn a per-task multiplier alpha' that holds the penalty near cql_target_gap
     cql_target_gap: float = 10.0  # target penalty per critic under cql_lagrange
     cql_lagrange_lr: float = 3e-4  # Adam learning rate of log alpha'
-    deterministic_backup: bool = False  # critic targets without the entropy term
+    deterministic_backup: bool = True  # critic targets without the entropy term
     bc_updates: int = 0  # first updates whose actor loss is behaviour cloning (the authors' policy_eval_start)
 
     def __post_init__(self) -> None:
