@@ -34,6 +34,8 @@ class OfflineTrainer(RunBase):
         self.spec = self.data.spec
         self.dims = {"obs": self.data.dataset.obs_dim, "act": self.data.dataset.act_dim}
         self.attach_agent(build_agent(config, self.spec.task_names, self.dims["obs"], self.dims["act"]))
+        if config.offline.normalize_obs:
+            self.agent.set_obs_normalizer(self.data.obs_normalizer(self.agent.device))
         if self.resume_state is not None:
             self.restore(self.resume_state)
         self.data.build_store(self.run_dir)

@@ -9,6 +9,7 @@ that network's balancer. To add an algorithm: a module here with an `Agent` subc
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtrl import checks
+from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.agents.optim import adam_step, clip_norm_, make_adam
 from mtrl.agents.policy import LOG_STD_BOUNDS, TanhGaussianPolicy
 from mtrl.balancers import Balancer, make
@@ -118,6 +120,7 @@ class Agent:
         self._update_step = self.update_step  # replaced by `compile`
         self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA agents)
         self._task_ids: tuple[np.ndarray, Tensor] | None = None  # the last task ids and their device copy
+        self.obs_normalizer: ObsNormalizer | None = None  # dataset statistics (offline); None: raw observations
 
     # ----- building -----------------------------------------------------------------------------------
     def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int) -> nn.Module:
@@ -159,8 +162,8 @@ class Agent:
         """Actions for a batch of observations (one row per env slot)."""
         ids_t = self.device_task_ids(task_ids)
         if self.device.type != "cpu":
-            return self.policy.act(self.device_obs(obs), ids_t, deterministic)
-        obs_t = torch.as_tensor(obs, dtype=torch.float32)
+            return self.policy.act(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic)
+        obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
         # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -188,13 +191,37 @@ class Agent:
             self._task_ids = (ids, torch.from_numpy(ids).to(self.device))
         return self._task_ids[1]
 
+    # ----- observation statistics ---------------------------------------------------------------------
+    def set_obs_normalizer(self, normalizer: ObsNormalizer | None) -> None:
+        """Standardise every observation this agent sees from now on (None: use them raw)."""
+        self.obs_normalizer = normalizer
+
+    def normalize_obs(self, obs: Tensor) -> Tensor:
+        return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+
+    def normalized(self, batch: Batch) -> Batch:
+        """The batch with its observations and next observations standardised (unchanged without statistics)."""
+        if self.obs_normalizer is None:
+            return batch
+        return dataclasses.replace(
+            batch, obs=self.obs_normalizer(batch.obs), next_obs=self.obs_normalizer(batch.next_obs)
+        )
+
+    def normalizer_state(self) -> dict[str, Any]:
+        """The observation statistics for a checkpoint (part of the policy: evaluation needs them)."""
+        return {} if self.obs_normalizer is None else {"obs_normalizer": self.obs_normalizer.state_dict()}
+
+    def load_normalizer_state(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("obs_normalizer")
+        self.obs_normalizer = None if saved is None else ObsNormalizer.from_state(saved, self.obs_dim, self.device)
+
     # ----- learning -------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, Tensor]:
         """One update on a task-by-task batch; returns per-task (K,) metrics, logged as <agent name>/<metric>.
 
         The metrics stay on the device (nothing here reads them back): read them on log steps only.
         """
-        metrics = self._update_step(batch.to(self.device), self.schedule())
+        metrics = self._update_step(self.normalized(batch.to(self.device)), self.schedule())
         self.num_updates += 1
         return metrics
 
@@ -241,7 +268,7 @@ class Agent:
 
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
         """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""
-        batch = batch.to(self.device)
+        batch = self.normalized(batch.to(self.device))
         return {
             net: {
                 "weights": self.objectives[net].last_weights,

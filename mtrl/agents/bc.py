@@ -73,10 +73,12 @@ class BCAgent(Agent):
             "actor": self.actor.state_dict(),
             "actor_optim": self.actor_optim.state_dict(),
             **self.balancer_state(),
+            **self.normalizer_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
         load_modules({"actor": self.actor}, state)
+        self.load_normalizer_state(state)
         if not networks_only:
             load_adam(self.actor_optim, state["actor_optim"])
             self.load_balancer_state(state)

@@ -223,7 +223,7 @@ class SACAgent(Agent):
     @torch.no_grad()
     def task_q(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> Tensor:
         """min(Q1, Q2) of the current critics."""
-        q1, q2 = self.critic(obs, action, task_ids)
+        q1, q2 = self.critic(self.normalize_obs(obs), action, task_ids)
         return torch.min(q1, q2)
 
     # ----- state --------------------------------------------------------------------------------
@@ -239,11 +239,13 @@ class SACAgent(Agent):
             "alpha_optim": self.alpha_optim.state_dict(),
             "num_updates": self.num_updates,
             **self.balancer_state(),
+            **self.normalizer_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
         """Restore networks (and, unless `networks_only`, optimisers and balancers); mismatches are a UserError."""
         load_modules({"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}, state)
+        self.load_normalizer_state(state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"].to(self.device))
         if not networks_only:

@@ -121,9 +121,11 @@ class OfflineConfig:
     sharing: str = "none"
     cds_percentile: float = 50.0
     shared_per_task: int | None = None  # None: batch_size_per_task
+    normalize_obs: bool = True  # standardise observations with the dataset's mean and std (mtrl/agents/obs_norm.py)
 
     def __post_init__(self) -> None:
         self.sharing = checks.choice("sharing", self.sharing, SHARING_MODES)
+        self.normalize_obs = checks.flag("offline.normalize_obs", self.normalize_obs)
         self.cds_percentile = checks.number("offline.cds_percentile", self.cds_percentile, 0, 100)
         self.shared_per_task = _optional_int("offline.shared_per_task", self.shared_per_task, 0)
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from envs import EnvSpec, build_env_spec
 from envs.tasks import resolve_tasks
+from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.batch import Batch
 from mtrl.config.schema import TrainConfig
 from mtrl.data.dataset import Dataset, load_dataset
@@ -117,6 +118,10 @@ class OfflineData:
             relabelled,
         )
         self.dataset.tasks = {}  # the store holds the transitions now; keep only the metadata
+
+    def obs_normalizer(self, device: Any) -> ObsNormalizer:
+        """Per-dimension statistics of the observations of every trained task (call before `build_store`)."""
+        return ObsNormalizer.from_arrays([self.dataset.tasks[name].obs for name in self.dataset.task_names], device)
 
     @property
     def describe(self) -> dict[str, Any]:

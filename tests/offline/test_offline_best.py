@@ -16,15 +16,14 @@ from hypothesis import strategies as st
 
 from mtrl import checkpoint
 from mtrl.agents.factory import load_agent
-from mtrl.config import parse_collect
-from mtrl.data.collect import collect
 from mtrl.errors import UserError
 from mtrl.evaluation import EvalResult, TaskResult
 from mtrl.offline_trainer import OfflineTrainer
 from mtrl.report import load_run, summarize, write_report
 from mtrl.report.runs import Run
 from mtrl.report.stats import best_evaluation
-from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_run_config
+from tests.conftest import assert_one_line_error, run_cli, smoke_run_config
+from tests.offline.conftest import collect_smoke_data
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 
@@ -32,19 +31,7 @@ TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 @pytest.fixture(scope="module")
 def expert_data(tmp_path_factory):
     """Scripted-expert data of both smoke tasks, 20-step episodes, mtrl protocol."""
-    cfg = compose_config(
-        "collect",
-        [
-            "env.tasks=[reach-v3,drawer-close-v3]",
-            "env.protocol=mtrl",
-            "env.horizon=20",
-            "episodes_per_task=2",
-            "noise=0.1",
-            "progress=false",
-            f"output={tmp_path_factory.mktemp('data') / 'expert.h5'}",
-        ],
-    )
-    return collect(parse_collect(cfg))
+    return collect_smoke_data(tmp_path_factory.mktemp("data") / "expert.h5")
 
 
 def offline_trainer(run_dir, dataset, *extra: str) -> OfflineTrainer:
@@ -192,6 +179,7 @@ def test_evaluate_which_best_and_its_errors(tmp_path, expert_data):
         ("agent.cql_lagrange_lr=0", "agent.cql_lagrange_lr=0"),
         ("agent.deterministic_backup=2", "agent.deterministic_backup=2"),
         ("agent.bc_updates=-1", "agent.bc_updates=-1"),
+        ("offline.normalize_obs=2", "offline.normalize_obs=2"),
     ],
 )
 def test_offline_agent_options_reject_bad_values_in_one_line(tmp_path, expert_data, override, message):

@@ -18,6 +18,7 @@ from mtrl.errors import UserError
 from mtrl.evaluate_run import evaluate_from_config
 from mtrl.offline_trainer import OfflineTrainer
 from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_run_config
+from tests.offline.conftest import collect_smoke_data
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 
@@ -25,20 +26,10 @@ TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 @pytest.fixture(scope="module")
 def dataset_path(tmp_path_factory):
     """Expert reach-v3 data, poor drawer-close-v3 data, 20-step episodes, mtrl protocol."""
-    cfg = compose_config(
-        "collect",
-        [
-            "env.tasks=[reach-v3,drawer-close-v3]",
-            "env.protocol=mtrl",
-            "env.horizon=20",
-            "episodes_per_task=2",
-            "noise=0.1",
-            "progress=false",
-            "per_task={drawer-close-v3:{noise:1.0,random_fraction:0.5,episodes:1}}",
-            f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}",
-        ],
+    return collect_smoke_data(
+        tmp_path_factory.mktemp("data") / "tiny.h5",
+        "per_task={drawer-close-v3:{noise:1.0,random_fraction:0.5,episodes:1}}",
     )
-    return collect(parse_collect(cfg))
 
 
 def offline_args(dataset, *extra):
