@@ -41,7 +41,7 @@ class CQLConfig(SACConfig):
 
     name: str = "cql"
     cql_alpha: float = 20.0  # weight of the penalty (0 = offline SAC); with cql_lagrange, the multiplier's scale
-    cql_num_actions: int = 10  # sampled actions per kind (uniform, policy at s, policy at s')
+    cql_num_actions: int = 4  # sampled actions per kind (uniform, policy at s, policy at s'); the authors use 10
     cql_temperature: float = 1.0  # temperature of the penalty's logsumexp
     cql_lagrange: bool = False  # learn a per-task multiplier alpha' that holds the penalty near cql_target_gap
     cql_target_gap: float = 10.0  # target penalty per critic under cql_lagrange
