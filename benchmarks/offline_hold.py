@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from offline_runs import best_step, dataset, evaluations, machine, train, write_json
+from offline_runs import best_step, dataset, evaluations, machine, run_overrides, train, write_json
 
 TASKS = ["reach-v3", "drawer-close-v3", "button-press-topdown-v3"]
 THRESHOLD = 0.9  # the success the default configuration must hold
@@ -39,20 +39,10 @@ def collect_overrides(episodes: int) -> list[str]:
 
 def train_overrides(agent: str, data: Path, seed: int, updates: int, evals: int) -> list[str]:
     return [
-        "mode=offline",
-        f"dataset={data}",
-        f"env.tasks=[{','.join(TASKS)}]",
-        "env.protocol=mtrl",
+        *run_overrides(data, TASKS, ["env.protocol=mtrl"], seed, updates, evals),
         *([] if agent == "cql" else [f"agent={agent}"]),
         "agent.hidden_sizes=[256,256]",
         "batch_size_per_task=64",
-        f"total_steps={updates}",
-        f"eval_every={updates // evals}",
-        f"log_every={max(1, updates // 20)}",
-        f"checkpoint_every={max(1, updates // 2)}",
-        f"seed={seed}",
-        "torch_threads=1",
-        "device=cpu",
     ]
 
 

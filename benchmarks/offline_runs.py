@@ -55,6 +55,24 @@ def dataset(path: Path, overrides: list[str]) -> dict[str, Any]:
     }
 
 
+def run_overrides(data: Path, tasks: list[str], env: list[str], seed: int, updates: int, evals: int) -> list[str]:
+    """The train.py overrides every benchmark run shares: the dataset and its tasks (`env`: protocol, horizon),
+    `updates` updates evaluated `evals` times, logged 20 times and checkpointed twice, the seed, one CPU thread."""
+    return [
+        "mode=offline",
+        f"dataset={data}",
+        f"env.tasks=[{','.join(tasks)}]",
+        *env,
+        f"total_steps={updates}",
+        f"eval_every={updates // evals}",
+        f"log_every={max(1, updates // 20)}",
+        f"checkpoint_every={max(1, updates // 2)}",
+        f"seed={seed}",
+        "torch_threads=1",
+        "device=cpu",
+    ]
+
+
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict) and tree:
         out: dict[str, Any] = {}

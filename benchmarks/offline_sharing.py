@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from offline_runs import best_step, dataset, evaluations, machine, train, write_json
+from offline_runs import best_step, dataset, evaluations, machine, run_overrides, train, write_json
 
 from mtrl.report.runs import read_scalars
 
@@ -57,22 +57,8 @@ def collect_overrides(episodes: int) -> list[str]:
 
 def train_overrides(method: str, data: Path, seed: int, updates: int, evals: int) -> list[str]:
     agent = ["agent=bc", "sharing=none"] if method == "bc" else [f"sharing={method}"]
-    return [
-        "mode=offline",
-        f"dataset={data}",
-        f"env.tasks=[{','.join(TASKS)}]",
-        "env.protocol=metaworld",
-        "env.horizon=150",
-        *agent,
-        *SETTINGS,
-        f"total_steps={updates}",
-        f"eval_every={updates // evals}",
-        f"log_every={max(1, updates // 20)}",
-        f"checkpoint_every={max(1, updates // 2)}",
-        f"seed={seed}",
-        "torch_threads=1",
-        "device=cpu",
-    ]
+    env = ["env.protocol=metaworld", "env.horizon=150"]
+    return [*run_overrides(data, TASKS, env, seed, updates, evals), *agent, *SETTINGS]
 
 
 def tb_means(run_dir: Path, prefix: str) -> dict[str, float] | None:
