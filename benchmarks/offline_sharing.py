@@ -109,7 +109,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--out", default="runs/offline_sharing", help="output directory")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: none, all, cds, cds_zero, bc")
-    parser.add_argument("--updates", type=int, default=5_000, help="gradient updates per run")
+    parser.add_argument("--updates", type=int, default=10_000, help="gradient updates per run")
     parser.add_argument("--evals", type=int, default=5, help="evaluations per run (every updates/evals updates)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task in the dataset")
     args, extra = parser.parse_known_args(argv)
