@@ -171,6 +171,8 @@ def test_keyboard_interrupt_while_waiting_kills_the_workers():
     fns = [partial(_pausing_env, _spec().goals["reach-v3"])] * 2
     env = MultiTaskVectorEnv(["reach-v3"], fns, _spec().protocol, seed=0, vectorization="async", workers=2)
     processes = [worker.process for worker in env.vector_env.workers]
+    # Python's own Ctrl-C handler, also where the tests were started in the background (SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
     interrupt.start()
     started = time.perf_counter()
@@ -179,6 +181,7 @@ def test_keyboard_interrupt_while_waiting_kills_the_workers():
             env.call("pause", 60.0)
     finally:
         interrupt.cancel()
+        signal.signal(signal.SIGINT, previous)
         env.close()
     assert time.perf_counter() - started < 30
     assert not any(p.is_alive() for p in processes)
