@@ -20,7 +20,7 @@ from mtrl.guard import check_actions
 from mtrl.logger import LineMode, RunLogger
 from mtrl.runtime import available_cores, cgroup_cpu_limit, default_threads
 from mtrl.trainer import Trainer
-from tests.conftest import ROOT, assert_one_line_error, compose_config, run_cli, smoke_run_config
+from tests.conftest import ROOT, assert_one_line_error, collect_smoke_data, run_cli, smoke_run_config
 
 LR_1E6 = ["agent.actor_lr=1e6", "agent.critic_lr=1e6"]  # 1e3 grows the losses to ~1e25 but they stay finite
 
@@ -106,21 +106,7 @@ def test_a_diverging_offline_run_stops_with_one_line(tmp_path, tiny_dataset):
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     """Scripted data of the smoke tasks, 20-step episodes."""
-    from mtrl.config import parse_collect
-    from mtrl.data.collect import collect
-
-    cfg = compose_config(
-        "collect",
-        [
-            "env.tasks=[reach-v3,drawer-close-v3]",
-            "env.protocol=mtrl",
-            "env.horizon=20",
-            "episodes_per_task=2",
-            "progress=false",
-            f"output={tmp_path_factory.mktemp('data') / 'tiny.h5'}",
-        ],
-    )
-    return collect(parse_collect(cfg))
+    return collect_smoke_data(tmp_path_factory.mktemp("data") / "tiny.h5")
 
 
 # ----------------------------------------------------------------------------------------- runs that cannot learn

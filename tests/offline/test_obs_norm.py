@@ -20,8 +20,7 @@ from mtrl.batch import Batch
 from mtrl.data.dataset import load_dataset
 from mtrl.errors import UserError
 from mtrl.offline_trainer import OfflineTrainer
-from tests.conftest import smoke_run_config
-from tests.offline.conftest import collect_smoke_data
+from tests.conftest import collect_smoke_data, smoke_run_config
 
 K, OBS, ACT = 2, 6, 3
 finite = st.floats(-50, 50, allow_nan=False, width=32)

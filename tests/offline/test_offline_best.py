@@ -22,8 +22,7 @@ from mtrl.offline_trainer import OfflineTrainer
 from mtrl.report import load_run, summarize, write_report
 from mtrl.report.runs import Run
 from mtrl.report.stats import best_evaluation
-from tests.conftest import assert_one_line_error, run_cli, smoke_run_config
-from tests.offline.conftest import collect_smoke_data
+from tests.conftest import assert_one_line_error, collect_smoke_data, run_cli, smoke_run_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 

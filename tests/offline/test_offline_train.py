@@ -17,8 +17,7 @@ from mtrl.data.offline import RELABEL_CACHE
 from mtrl.errors import UserError
 from mtrl.evaluate_run import evaluate_from_config
 from mtrl.offline_trainer import OfflineTrainer
-from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_run_config
-from tests.offline.conftest import collect_smoke_data
+from tests.conftest import assert_one_line_error, collect_smoke_data, compose_config, run_cli, smoke_run_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks
 
