@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtrl.replay import MultiTaskReplay
+from mtrl.train.replay import MultiTaskReplay
 
 OBS_DIM, ACT_DIM = 39, 4
 

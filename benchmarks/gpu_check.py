@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mtrl.config import parse_train  # noqa: E402
-from mtrl.trainer import Trainer  # noqa: E402
+from mtrl.train.trainer import Trainer  # noqa: E402
 
 STANDARD_MT10_ENV_STEPS = 2_000_000 * 10  # the standard run: 2M vector steps of 10 tasks
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from mtrl.config import parse_train
-from mtrl.trainer import Trainer
+from mtrl.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = [

@@ -27,7 +27,7 @@ from mtrl.config import parse_collect, parse_train
 from mtrl.data.collect import collect
 from mtrl.data.dataset import load_dataset
 from mtrl.data.summary import format_table, task_rows
-from mtrl.sweep import is_finished
+from mtrl.train.sweep import is_finished
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Config keys that do not change what a run computes (ignored when deciding whether a finished run is reusable;

@@ -48,7 +48,7 @@ from envs import build_env_spec  # noqa: E402
 from mtrl.agents import SACAgent, SACConfig  # noqa: E402
 from mtrl.agents.optim import adam_flags  # noqa: E402
 from mtrl.config import parse_train  # noqa: E402
-from mtrl.trainer import Trainer  # noqa: E402
+from mtrl.train.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

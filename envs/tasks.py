@@ -13,6 +13,8 @@ ALL_TASKS: tuple[str, ...] = tuple(metaworld.ALL_V3_ENVIRONMENTS)
 MT10_TASKS: tuple[str, ...] = tuple(metaworld.env_dict.MT10_V3)
 MT50_TASKS: tuple[str, ...] = tuple(metaworld.env_dict.MT50_V3)
 BENCHMARKS = {"mt10": MT10_TASKS, "mt50": MT50_TASKS}
+#: Observation and action widths of every Meta-World v3 task (what a run sizes its networks by).
+OBS_DIM, ACT_DIM = 39, 4
 
 
 def _check_task(name: str) -> str:

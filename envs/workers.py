@@ -91,7 +91,7 @@ def _work(
     conn: Connection,
 ) -> None:
     """A worker's life: build its envs over rows [start, stop) of the shared block, then serve commands."""
-    from mtrl import mujoco_log
+    from mtrl.io import mujoco_log
 
     mujoco_log.route_from_environment()  # forkserver workers do not inherit the learner's warning handler
     signal.signal(signal.SIGINT, signal.SIG_IGN)

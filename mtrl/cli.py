@@ -21,9 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
-from mtrl import mujoco_log
 from mtrl.errors import UserError
-from mtrl.sweep import is_finished, job_name, prepare_job  # also registers the sweep job-directory resolver
+from mtrl.io import mujoco_log
+from mtrl.train.sweep import is_finished, job_name, prepare_job  # also registers the sweep job-directory resolver
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _NOISE = ("full_key", "object_type", "Config search path", "provider=", "Set the environment", "To append")
@@ -32,7 +32,7 @@ _OVERRIDE = re.compile(r"Could not override '([^']+)'")
 
 # Launcher configs whose Hydra plugin comes with an optional extra: the hint added when it is missing.
 _LAUNCHER_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/joblib": "sweep"}
-MUJOCO_LOG = "mujoco.log"  # MuJoCo's warnings during a run, in its run directory (mtrl.mujoco_log)
+MUJOCO_LOG = "mujoco.log"  # MuJoCo's warnings during a run, in its run directory (mtrl.io.mujoco_log)
 
 
 def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -46,13 +46,36 @@ def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+def known_keys(config_name: str, overrides: list[str]) -> list[str]:
+    """The keys of the config the overrides' group choices compose (balancer=nashmtl: nashmtl's options), for
+    suggestions; the defaults' keys when those choices do not compose. Call inside an initialised Hydra."""
+    choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and o[0] not in "+~"]
+    try:
+        return config_keys(compose(config_name=config_name, overrides=choices))
+    except Exception:  # a bad group choice: Hydra raises several types
+        return config_keys(compose(config_name=config_name))
+
+
+def nearest_key(key: str, known: list[str]) -> str | None:
+    """The known key a misspelt one most likely meant: one it begins (episodes -> episodes_per_task) in the same
+    group, else the closest spelling."""
+    group, _, leaf = key.rpartition(".")
+    starts = sorted(
+        (k for k in known if k.rpartition(".")[0] == group and k.rpartition(".")[2].startswith(leaf)), key=len
+    )
+    if starts:
+        return starts[0]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def suggest_key(message: str, known: list[str]) -> str:
     """A 'did you mean' hint for a misspelt key named in a Hydra error, or ''."""
     found = _OVERRIDE.search(message) or _MISSING_KEY.search(message)
     if not found:
         return ""
-    close = difflib.get_close_matches(found.group(1), known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    near = nearest_key(found.group(1), known)
+    return f" (did you mean {near}?)" if near else ""
 
 
 def condense_hydra_error(err: Exception, known_keys: list[str] | None = None) -> str:
@@ -64,6 +87,11 @@ def condense_hydra_error(err: Exception, known_keys: list[str] | None = None) ->
         if f"Could not load '{config}'" in message:
             message += f' (its launcher plugin is not installed: pip install -e ".[{extra}]")'
     return message + suggest_key(message, known_keys or [])
+
+
+def exit_status(err: UserError) -> int:
+    """2 for a refused input; a run that failed part-way (divergence) says its own status."""
+    return getattr(err, "exit_status", 2)
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -94,15 +122,12 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 
 
 def check_train_job(cfg: DictConfig) -> None:
-    """What a training job refuses before it does anything: the typed config, the task names, a run without updates."""
-    from envs.tasks import resolve_tasks
+    """What a training job refuses before it touches its directory: the typed config and the dry build of every
+    component (mtrl/train/dry_build.py)."""
     from mtrl.config import parse_train
-    from mtrl.trainer import check_can_learn
+    from mtrl.train.dry_build import dry_build
 
-    config = parse_train(cfg)
-    _, tasks = resolve_tasks(config.env.tasks)
-    if not config.offline_mode:
-        check_can_learn(config, len(tasks))
+    dry_build(parse_train(cfg))
 
 
 def _job_checks() -> dict[str, Callable[[DictConfig], Any]]:
@@ -137,7 +162,7 @@ def check_sweep(config_name: str, overrides: list[str]) -> SweepPlan:
             try:
                 cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
             except Exception as err:  # Hydra raises several types for bad overrides/groups/keys
-                broken.setdefault(condense_hydra_error(err, config_keys(compose(config_name=config_name))), None)
+                broken.setdefault(condense_hydra_error(err, known_keys(config_name, job)), None)
                 continue
             name = OmegaConf.select(cfg, "hydra.sweep.subdir", throw_on_resolution_failure=False)
             name = str(name) if name and config_name == "train" else job_name(job)
@@ -195,7 +220,8 @@ def hydra_main(config_name: str, task: Callable[[DictConfig], None]) -> None:
 
 
 def check_composition(config_name: str, overrides: list[str]) -> None:
-    """Compose a single run's overrides; a failure ends the command with one line (and a key suggestion).
+    """Compose a single run's overrides and build its typed config (training: the dry build of every component)
+    before Hydra creates anything; a failure ends the command with one line (and a key suggestion).
 
     For training, the run directory Hydra is about to create is checked too (`check_creatable`).
     """
@@ -203,12 +229,16 @@ def check_composition(config_name: str, overrides: list[str]) -> None:
         try:
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
         except Exception as err:  # Hydra raises several types for bad overrides/groups/keys
-            fail(condense_hydra_error(err, config_keys(compose(config_name=config_name))))
-    if config_name == "train":
-        try:
-            check_creatable(str(cfg.hydra.run.dir), "run_dir")
-        except UserError as err:
-            fail(str(err))
+            fail(condense_hydra_error(err, known_keys(config_name, overrides)))
+    run_dir = str(cfg.hydra.run.dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        _job_checks()[config_name](cfg)
+        if config_name == "train":
+            check_creatable(run_dir, "run_dir")
+    except UserError as err:
+        fail(str(err), exit_status(err))
 
 
 def check_creatable(path: str | Path, key: str) -> None:
@@ -237,7 +267,7 @@ def reports_user_errors(func: Callable[[DictConfig], Any]) -> Callable[[DictConf
             return func(cfg)
         except UserError as err:
             if not in_sweep_job():
-                fail(str(err))
+                fail(str(err), exit_status(err))
             job_error(Path(HydraConfig.get().runtime.output_dir).name, str(err))
             return None
 
@@ -247,7 +277,7 @@ def reports_user_errors(func: Callable[[DictConfig], Any]) -> Callable[[DictConf
 @reports_user_errors
 def run_train(cfg: DictConfig) -> None:
     from mtrl.config import parse_train
-    from mtrl.logger import LineMode, RunLogger
+    from mtrl.io.logger import LineMode, RunLogger
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -255,12 +285,15 @@ def run_train(cfg: DictConfig) -> None:
         if cfg is None:  # a sweep job whose directory already holds the finished run
             return
         config = parse_train(cfg)
+        print(f"run directory: {run_dir.resolve()}", flush=True)
+        if config.note:
+            print(f"note: {config.note}", flush=True)
         if in_sweep_job():  # parallel jobs: progress lines naming the job instead of bars
             RunLogger.line_mode = LineMode(run_dir.name, config.log_every)
         if config.offline_mode:
-            from mtrl.offline_trainer import train_offline as train
+            from mtrl.train.offline_trainer import train_offline as train
         else:
-            from mtrl.trainer import train
+            from mtrl.train.trainer import train
         mujoco_log.route(run_dir / MUJOCO_LOG)
         result = train(config, run_dir)
     except UserError:
@@ -269,13 +302,26 @@ def run_train(cfg: DictConfig) -> None:
         raise
     if result is not None:
         print(result.table())
-    print(f"run directory: {run_dir}")
+    print(next_commands(run_dir.resolve()))
+
+
+def next_commands(run_dir: Path) -> str:
+    """What to run after a training run, with its directory filled in."""
+    return "\n".join(
+        [
+            f"run directory: {run_dir}",
+            "next:",
+            f"  python evaluate.py checkpoint={run_dir}    # evaluate its latest checkpoint",
+            f"  python -m mtrl.report {run_dir}    # tables and curves in {run_dir}/report",
+            f"  tensorboard --logdir {run_dir}/tb    # the logged curves",
+        ]
+    )
 
 
 @reports_user_errors
 def run_evaluate(cfg: DictConfig) -> None:
     from mtrl.config import parse_evaluate
-    from mtrl.evaluate_run import evaluate_from_config
+    from mtrl.eval.evaluate_run import evaluate_from_config
 
     evaluate_from_config(parse_evaluate(cfg))
 
@@ -285,7 +331,7 @@ def run_collect(cfg: DictConfig) -> None:
     from mtrl.config import parse_collect
     from mtrl.data.collect import collect
     from mtrl.data.summary import summarize
-    from mtrl.files import check_writable
+    from mtrl.io.files import check_writable
 
     config = parse_collect(cfg)
     output = check_writable(config.output, "output")

@@ -6,3 +6,12 @@ class UserError(ValueError):
 
     A ValueError too, so library callers that catch ValueError for bad arguments keep working.
     """
+
+
+class RunFailed(UserError):
+    """A run that started and then failed in a way the user must act on (its losses diverged): exit status 1.
+
+    Reported as one line like every UserError; the status tells scripts it is not a rejected configuration.
+    """
+
+    exit_status = 1

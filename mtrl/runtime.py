@@ -14,16 +14,17 @@ import torch
 from mtrl.errors import UserError
 
 
-def pick_device(name: str) -> torch.device:
-    """'auto' means CUDA when present, else CPU; anything else is passed to torch.device."""
+def pick_device(name: str, key: str = "device") -> torch.device:
+    """'auto' means CUDA when present, else CPU; anything else is passed to torch.device. `key` is the option
+    that named it, for the error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"device='{name}' is not a torch device; use auto, cpu, cuda or cuda:<index>") from None
+        raise UserError(f"{key}='{name}' is not a torch device; use auto, cpu, cuda or cuda:<index>") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device='{name}' but CUDA is not available here; use device=cpu or device=auto")
+        raise UserError(f"{key}='{name}' but CUDA is not available here; use {key}=cpu or {key}=auto")
     return device
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from mtrl import checkpoint
 from mtrl.agents.registry import AGENTS
 from mtrl.config import parse_collect, parse_train
 from mtrl.data.collect import collect
 from mtrl.errors import UserError
-from mtrl.offline_trainer import OfflineTrainer
-from mtrl.trainer import Trainer
+from mtrl.io import checkpoint
+from mtrl.train.offline_trainer import OfflineTrainer
+from mtrl.train.trainer import Trainer
 from tests.conftest import assert_one_line_error, compose_config, run_cli, smoke_run_config
 
 EASY = "[reach-v3,drawer-close-v3]"  # the smoke experiment's tasks

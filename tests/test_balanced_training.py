@@ -14,8 +14,8 @@ from mtrl.batch import map_task_chunks, task_mean
 from mtrl.config import BalancerConfig
 from mtrl.errors import UserError
 from mtrl.networks import available as encoders
-from mtrl.replay import MultiTaskReplay
-from mtrl.trainer import Trainer
+from mtrl.train.replay import MultiTaskReplay
+from mtrl.train.trainer import Trainer
 from tests.conftest import smoke_run_config
 
 K, OBS, ACT = 3, 39, 4

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from mtrl import checkpoint
-from mtrl.trainer import Trainer
+from mtrl.io import checkpoint
+from mtrl.train.trainer import Trainer
 from tests.conftest import assert_one_line_error, run_cli, smoke_run_config
 
 
@@ -64,7 +64,11 @@ def test_mismatched_or_truncated_checkpoints_are_rejected_without_damage(tmp_pat
     before = _digest(run_dir)
     base = ["experiment=smoke", f"resume={run_dir}", "total_steps=600"]
     assert_one_line_error(run_cli("train.py", *base, "env.tasks=[reach-v3,push-v3]"), "reach-v3", "push-v3")
-    assert_one_line_error(run_cli("train.py", *base, "agent.hidden_sizes=[64,64]"), "do not match")
+    assert_one_line_error(
+        run_cli("train.py", *base, "agent.hidden_sizes=[64,64]"),
+        "do not fit",
+        "agent.hidden_sizes: [32, 32] -> [64, 64]",
+    )
     assert_one_line_error(run_cli("evaluate.py", f"checkpoint={run_dir}", "env=mt10"), "trained on tasks")
     assert _digest(run_dir) == before
 

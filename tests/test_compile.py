@@ -18,7 +18,7 @@ from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.optim import adam_step, load_adam, make_adam
 from mtrl.balancers.objective import BalancedObjective
 from mtrl.batch import Batch, map_task_chunks
-from mtrl.replay import MultiTaskReplay
+from mtrl.train.replay import MultiTaskReplay
 
 K, OBS, ACT = 3, 7, 2
 TASKS = ["reach-v3", "push-v3", "drawer-close-v3"]

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl import balancers, checkpoint
+from mtrl import balancers
 from mtrl.agents import SACAgent, SACConfig
 from mtrl.agents.factory import load_agent
+from mtrl.io import checkpoint
 from mtrl.networks import available as encoders
-from mtrl.replay import DeviceStorage, MultiTaskReplay, replay_device
-from mtrl.trainer import Trainer
+from mtrl.train.replay import DeviceStorage, MultiTaskReplay, replay_device
+from mtrl.train.trainer import Trainer
 from tests.conftest import smoke_run_config
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

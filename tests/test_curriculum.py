@@ -8,12 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtrl import checkpoint, curriculum
+from mtrl import curriculum
 from mtrl.config import CurriculumConfig
 from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.curriculum.learning_progress import reweight
 from mtrl.errors import UserError
-from mtrl.trainer import Trainer
+from mtrl.io import checkpoint
+from mtrl.train.trainer import Trainer
 from tests.conftest import smoke_run_config
 
 

@@ -15,7 +15,7 @@ from envs.single import make_task_env
 from envs.tasks import MT10_TASKS, MT50_TASKS
 from envs.vector import MultiTaskVectorEnv
 from mtrl.errors import UserError
-from mtrl.evaluation import evaluate
+from mtrl.eval.evaluation import evaluate
 
 
 @pytest.mark.parametrize("name,count", [("mt10", 10), ("mt50", 50)])

@@ -10,7 +10,7 @@ import pytest
 
 from envs import build_env_spec
 from envs.scripted import ScriptedPolicy
-from mtrl.evaluation import EvalResult, TaskResult, evaluate
+from mtrl.eval.evaluation import EvalResult, TaskResult, evaluate
 
 # Meta-World's scripted experts reach success on these tasks after about 35-75 steps depending on the goal,
 # so a 62-step horizon makes success depend on the goal (reach-v3 5/5, push-v3 2/5 at goal seed 0).

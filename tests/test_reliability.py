@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl import checkpoint, mujoco_log
 from mtrl.errors import UserError
-from mtrl.guard import check_actions
-from mtrl.logger import LineMode, RunLogger
+from mtrl.io import checkpoint, mujoco_log
+from mtrl.io.logger import LineMode, RunLogger
 from mtrl.runtime import available_cores, cgroup_cpu_limit, default_threads
-from mtrl.trainer import Trainer
+from mtrl.train.guard import check_actions
+from mtrl.train.trainer import Trainer
 from tests.conftest import ROOT, assert_one_line_error, collect_smoke_data, run_cli, smoke_run_config
 
 LR_1E6 = ["agent.actor_lr=1e6", "agent.critic_lr=1e6"]  # 1e3 grows the losses to ~1e25 but they stay finite

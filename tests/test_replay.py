@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mtrl.errors import UserError
-from mtrl.replay import DeviceStorage, MultiTaskReplay, allocate, field_widths
+from mtrl.train.replay import DeviceStorage, MultiTaskReplay, allocate, field_widths
 
 
 def _filled(num_tasks=3, capacity=50, steps=80):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from mtrl import checkpoint
-from mtrl.trainer import Trainer
+from mtrl.io import checkpoint
+from mtrl.train.trainer import Trainer
 from tests.conftest import ROOT, assert_one_line_error, run_cli, smoke_run_config
 
 

@@ -8,7 +8,7 @@ import torch
 
 from mtrl.agents import SACAgent, SACConfig
 from mtrl.errors import UserError
-from mtrl.replay import MultiTaskReplay
+from mtrl.train.replay import MultiTaskReplay
 
 K, OBS, ACT = 3, 39, 4
 

@@ -7,7 +7,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from mtrl.cli import sweep_jobs
-from mtrl.sweep import is_finished
+from mtrl.train.sweep import is_finished
 from tests.conftest import CONFIGS, assert_one_line_error, run_cli
 
 

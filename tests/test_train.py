@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from mtrl import checkpoint
-from mtrl.trainer import Trainer
+from mtrl.io import checkpoint
+from mtrl.train.trainer import Trainer
 from tests.conftest import ROOT, run_cli, smoke_run_config
 
 

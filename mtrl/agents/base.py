@@ -124,22 +124,34 @@ class Agent:
 
     # ----- building -----------------------------------------------------------------------------------
     def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int) -> nn.Module:
-        """A task-conditioned network on this agent's device, initialised by `config.init`."""
-        net = make_network(
-            encoder.name,
-            in_dim,
-            out_dim,
-            self.num_tasks,
-            self.config.hidden_sizes,
-            task_names=self.task_names,
-            **encoder.options,
-        )
+        """A task-conditioned network on this agent's device, initialised by `config.init`; a value the network
+        refuses is a one-line UserError naming its option (`encoder.<option>` or `agent.hidden_sizes`)."""
+        try:
+            net = make_network(
+                encoder.name,
+                in_dim,
+                out_dim,
+                self.num_tasks,
+                self.config.hidden_sizes,
+                task_names=self.task_names,
+                **encoder.options,
+            )
+        except UserError:
+            raise
+        except ValueError as err:
+            where = "agent." if str(err).startswith("hidden_sizes") else f"{encoder.key}."
+            raise UserError(f"{where}{err} (encoder={encoder.name})") from None
         initialise(net, self.config.init)
         return net.to(self.device)
 
     def optimizer(self, params: Any, lr: float) -> torch.optim.Adam:
         """Adam with the configured betas, in the device's fastest implementation (mtrl/agents/optim.py)."""
         return make_adam(params, lr, tuple(self.config.adam_betas), self.device)
+
+    def nonnegative_losses(self) -> set[str]:
+        """The trained networks whose per-task losses can never be negative (balancers that take logarithms of
+        losses may balance only these)."""
+        return set()
 
     def compile(self, mode: str, cuda_graphs: bool = True, backend: str = "inductor") -> None:
         """Compile the update with torch.compile (`mode`: none, default, max or auto; see mtrl/agents/compiled.py).

@@ -43,6 +43,10 @@ class BCAgent(Agent):
     Config = BCConfig
     config: BCConfig
 
+    def nonnegative_losses(self) -> set[str]:
+        """The squared action error is >= 0; a negative log-likelihood of a density can be negative."""
+        return {"actor"} if self.config.loss == "mse" else set()
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.actor_optim = self.optimizer(self.actor.parameters(), self.config.actor_lr)

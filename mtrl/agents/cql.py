@@ -69,6 +69,10 @@ class CQLAgent(SACAgent):
     Config = CQLConfig
     config: CQLConfig
 
+    def nonnegative_losses(self) -> set[str]:
+        """None: the conservative penalty (logsumexp Q - Q on the data) makes the critic's loss signed too."""
+        return set()
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.log_lagrange = torch.zeros(self.num_tasks, device=self.device, requires_grad=True)

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from envs import EnvSpec, build_env_spec
-from mtrl import balancers, checkpoint
+from mtrl import balancers
 from mtrl.agents.base import Agent
 from mtrl.agents.registry import agent_class
 from mtrl.config.parse import parse_train
 from mtrl.config.schema import BalancerConfig, TrainConfig
 from mtrl.errors import UserError
+from mtrl.io import checkpoint
 from mtrl.runtime import pick_device
 
 PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -30,6 +31,7 @@ def build_balancers(config: BalancerConfig, agent: Agent) -> dict[str, balancers
             f"balancer.apply_to={config.apply_to} names no network of agent={agent.name} "
             f"(it trains {', '.join(agent.networks)}); set balancer.apply_to=[{agent.networks[0]}]"
         )
+    check_loss_signs(config, agent, balancers.make(config.name, k, **config.options))
     return {
         net: balancers.make(config.name, k, **config.options)
         if net in config.apply_to
@@ -38,19 +40,35 @@ def build_balancers(config: BalancerConfig, agent: Agent) -> dict[str, balancers
     }
 
 
-def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_dim: int) -> Agent:
-    """The agent `config.agent` describes, with its encoders and balancers, on `config.device`."""
+def construct_agent(
+    config: TrainConfig, task_names: list[str], obs_dim: int, act_dim: int, device: torch.device
+) -> Agent:
+    """The agent `config.agent` describes, with its encoders and balancers, on `device` (not compiled)."""
     cls = agent_class(config.agent.name)
     agent = cls(
-        obs_dim,
-        act_dim,
-        task_names,
-        config.agent,
-        config.actor_encoder,
-        pick_device(config.device),
-        critic_encoder=config.critic_encoder,
+        obs_dim, act_dim, task_names, config.agent, config.actor_encoder, device, critic_encoder=config.critic_encoder
     )
     agent.set_balancers(**build_balancers(config.balancer, agent))
+    return agent
+
+
+def check_loss_signs(config: BalancerConfig, agent: Agent, balancer: balancers.Balancer) -> None:
+    """Refuse a balancer that needs positive losses on a network whose losses can be negative (no silent shift)."""
+    reason = balancer.needs_positive_losses()
+    signed = [net for net in config.apply_to if net in agent.networks and net not in agent.nonnegative_losses()]
+    if reason is None or not signed:
+        return
+    safe = sorted(agent.nonnegative_losses() & set(agent.networks))
+    fix = f"set balancer.apply_to=[{', '.join(safe)}]" if safe else "choose a balancer that accepts signed losses"
+    raise UserError(
+        f"balancer={balancer.name} needs positive task losses ({reason}), but agent={agent.name}'s {signed[0]} "
+        f"loss can be negative; {fix}"
+    )
+
+
+def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_dim: int) -> Agent:
+    """The agent `config.agent` describes on `config.device`, its update compiled as `config.compile` says."""
+    agent = construct_agent(config, task_names, obs_dim, act_dim, pick_device(config.device))
     agent.compile(config.compile)  # lazy: torch.compile traces at the first update
     return agent
 

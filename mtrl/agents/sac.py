@@ -72,6 +72,10 @@ class SACAgent(Agent):
     Config = SACConfig
     config: SACConfig
 
+    def nonnegative_losses(self) -> set[str]:
+        """The critic's loss is a squared TD error; the actor's (alpha log pi - Q) can be negative."""
+        return {"critic"}
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         config = self.config

@@ -54,6 +54,15 @@ class Balancer:
     #: Whether the weights are constants (uniform): no host work, so the whole update compiles as one graph.
     static: ClassVar[bool] = False
 
+    #: Why the method needs positive task losses (it takes their logarithm, angles or ratios), or None.
+    positive_losses: ClassVar[str | None] = None
+    #: The networks it balances unless `balancer.apply_to` says otherwise (positive-loss methods: the critic).
+    default_apply_to: ClassVar[tuple[str, ...]] = ("critic", "actor")
+
+    def needs_positive_losses(self) -> str | None:
+        """Why this balancer, as configured, needs every task loss > 0 (None: any real losses will do)."""
+        return self.positive_losses
+
     def __init__(self, num_tasks: int) -> None:
         self.num_tasks = checks.integer("balancer.num_tasks", num_tasks, 1)
         #: float64 G G^T of the last combine when the method computed it (gradient methods), else None;

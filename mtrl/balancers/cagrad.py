@@ -54,7 +54,7 @@ class CAGrad(GradientBalancer):
         self,
         num_tasks: int,
         *,
-        c: float = 0.4,
+        c: float = 0.9,
         rescale: bool = True,
         tol: float = 1e-12,
         max_iter: int = 200,

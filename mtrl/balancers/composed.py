@@ -36,6 +36,9 @@ class Composed(GradientBalancer):
         self.gradient, self.loss_weighting = gradient, loss_weighting
         self.name = f"{gradient.name}+{loss_weighting.name}"  # type: ignore[misc]  # instance-level name
 
+    def needs_positive_losses(self) -> str | None:
+        return self.loss_weighting.needs_positive_losses() or self.gradient.needs_positive_losses()
+
     @property
     def needs_after_step(self) -> bool:  # type: ignore[override]
         """Whether the loss method needs the post-step losses (FAMO)."""

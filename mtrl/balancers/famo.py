@@ -38,6 +38,8 @@ class FAMO(LossBalancer):
     """
 
     name = "famo"
+    positive_losses = "it balances the decrease of log-losses"
+    default_apply_to = ("critic",)
     needs_after_step = True
 
     def __init__(
@@ -45,7 +47,7 @@ class FAMO(LossBalancer):
         num_tasks: int,
         *,
         lr: float = 0.025,
-        gamma: float = 0.001,
+        gamma: float = 0.01,
         min_losses: Union[float, Sequence[float]] = 0.0,
         eps: float = 1e-8,
         variant: str = "paper",

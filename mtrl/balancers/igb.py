@@ -24,6 +24,8 @@ class IGB(LossBalancer):
     """
 
     name = "igb"
+    positive_losses = "it weights log-losses"
+    default_apply_to = ("critic",)
 
     def __init__(self, num_tasks: int, *, base_step: int = 1, eps: float = 1e-8) -> None:
         super().__init__(num_tasks)

@@ -149,6 +149,8 @@ class IGBv2(LossBalancer):
     """
 
     name = "igbv2"
+    positive_losses = "its weighting agent acts on log-losses"
+    default_apply_to = ("critic",)
 
     def __init__(
         self,

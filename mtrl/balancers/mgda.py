@@ -57,6 +57,11 @@ class MGDA(GradientBalancer):
         self.tol = checks.number("balancer.tol", tol, 0.0, strict_low=True)
         self.max_iter = checks.integer("balancer.max_iter", max_iter, 1)
 
+    def needs_positive_losses(self) -> str | None:
+        if self.normalization in ("loss", "loss+"):
+            return f"normalization={self.normalization} divides each gradient by its loss"
+        return None
+
     def _weights(self, G: Tensor, losses: Optional[Tensor]) -> Tensor:
         needs_losses = self.normalization in ("loss", "loss+")
         if needs_losses and losses is None:

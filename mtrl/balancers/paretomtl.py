@@ -113,6 +113,8 @@ class ParetoMTL(GradientBalancer):
     """
 
     name = "paretomtl"
+    positive_losses = "it keeps the loss vector in cones of the positive orthant"
+    default_apply_to = ("critic",)
 
     def __init__(
         self,

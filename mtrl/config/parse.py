@@ -83,9 +83,8 @@ def network_encoder(raw: dict[str, Any], network: str) -> EncoderConfig:
     checks.unknown_keys(f"{network}.", list(section), ["encoder", "encoder_options"])
     if section.get("encoder") is None:
         name, options = split_name("encoder", raw.get("encoder"), "onehot")
-    else:
-        name, options = section["encoder"], dict(section.get("encoder_options") or {})
-    return EncoderConfig(name, options)
+        return EncoderConfig(name, options)
+    return EncoderConfig(section["encoder"], dict(section.get("encoder_options") or {}), f"{network}.encoder_options")
 
 
 def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
@@ -101,9 +100,9 @@ def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
     for key in ("encoder", "actor", "critic"):
         data.pop(key, None)
     balancer_name, balancer_options = split_name("balancer", data.pop("balancer", None), "uniform")
-    apply_to = balancer_options.pop("apply_to", ["critic", "actor"])
+    apply_to = balancer_options.pop("apply_to", None)
     curriculum_name, curriculum_options = split_name("curriculum", data.pop("curriculum", None), "none")
-    drives = curriculum_options.pop("drives", "replay")
+    drives = curriculum_options.pop("drives", None)
     source = curriculum_options.pop("source", "train")
     offline = build(
         OfflineConfig,

@@ -66,12 +66,13 @@ class EncoderConfig:
 
     name: str = "onehot"
     options: dict[str, Any] = field(default_factory=dict)
+    key: str = field(default="encoder", compare=False)  # where its options are set: encoder or <net>.encoder_options
 
     def __post_init__(self) -> None:
         from mtrl import networks
 
-        self.name = checks.choice("encoder", self.name, networks.available())
-        checks.unknown_keys("encoder.", list(self.options), list(networks.options_of(self.name)))
+        self.name = checks.choice(self.key.replace("_options", ""), self.name, networks.available())
+        checks.unknown_keys(f"{self.key}.", list(self.options), list(networks.options_of(self.name)))
 
 
 @dataclass
@@ -79,13 +80,15 @@ class BalancerConfig:
     """How per-task losses combine (`balancer` group): a method, its options, and the networks it balances."""
 
     name: str = "uniform"
-    apply_to: list[str] = field(default_factory=lambda: ["critic", "actor"])
+    apply_to: list[str] | None = None  # None: the method's own default (mtrl.balancers.Balancer.default_apply_to)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from mtrl import balancers
 
         self.name = checks.choice("balancer", self.name, balancers.available())
+        if self.apply_to is None:
+            self.apply_to = list(balancers.registry.REGISTRY[self.name].default_apply_to)
         if isinstance(self.apply_to, str):
             self.apply_to = [self.apply_to]
         self.apply_to = [checks.choice("balancer.apply_to", part, ("critic", "actor")) for part in self.apply_to]
@@ -97,7 +100,7 @@ class CurriculumConfig:
     """Which tasks to train on and collect (`curriculum` group)."""
 
     name: str = "none"
-    drives: str = "replay"
+    drives: str | None = None  # None: the curriculum's own default (mtrl.curriculum.Curriculum.default_drives)
     source: str = "train"
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +108,8 @@ class CurriculumConfig:
         from mtrl import curriculum
 
         self.name = checks.choice("curriculum", self.name, ["none", *curriculum.available()])
+        if self.drives is None:
+            self.drives = "replay" if self.name == "none" else curriculum.registry.REGISTRY[self.name].default_drives
         self.drives = checks.choice("curriculum.drives", self.drives, ("replay", "env", "both"))
         self.source = checks.choice("curriculum.source", self.source, ("train", "eval"))
         if self.name == "none" and self.options:
@@ -174,6 +179,7 @@ class TrainConfig:
     run_dir: str | None = None
     overwrite: bool = False
     progress: bool = True
+    note: str | None = None  # a preset's word to the user before the run starts (what to expect of it)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved config as composed (saved)
 
     def __post_init__(self) -> None:

@@ -11,6 +11,9 @@ class Curriculum:
     """Uniform over tasks; subclasses reweight from the success they observe."""
 
     name: ClassVar[str] = "uniform"
+    #: What it drives unless `curriculum.drives` says: uniform batch shares equal no curriculum, so the
+    #: uniform curriculum drives the env slots as well; a reweighting one drives the batch shares.
+    default_drives: ClassVar[str] = "both"
 
     def __init__(self, num_tasks: int):
         self.num_tasks = num_tasks

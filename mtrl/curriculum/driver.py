@@ -11,7 +11,7 @@ from mtrl import checks
 from mtrl.config.schema import CurriculumConfig
 from mtrl.curriculum.base import Curriculum
 from mtrl.curriculum.registry import make
-from mtrl.replay import allocate
+from mtrl.train.replay import allocate
 
 DRIVES = ("replay", "env", "both")
 SOURCES = ("train", "eval")

@@ -27,6 +27,7 @@ class LearningProgress(Curriculum):
     """Sample tasks in proportion to a sigmoid of their z-scored absolute learning progress."""
 
     name = "learning_progress"
+    default_drives = "replay"
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from mtrl import checks
 from mtrl.config.schema import CollectConfig
 from mtrl.data.dataset import ARRAY_FIELDS, DatasetWriter, TaskData
 from mtrl.errors import UserError
-from mtrl.guard import check_actions
+from mtrl.train.guard import check_actions
 
 PLAN_KEYS = ("episodes", "noise", "random_fraction")
 ActFn = Callable[[np.ndarray], np.ndarray]  # one raw observation (obs_dim,) -> action (act_dim,)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import yaml
 
 from mtrl.errors import UserError
-from mtrl.sweep import is_finished
+from mtrl.train.sweep import is_finished
 
 _EVAL = re.compile(r"^step_(\d+)\.json$")
 WEIGHT_TAG = re.compile(r"^balancer/(?P<net>[^/]+)/weight/(?P<task>.+)$")

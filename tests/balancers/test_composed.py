@@ -12,7 +12,7 @@ import mtrl.balancers as B
 from mtrl.agents import SACAgent, SACConfig
 from mtrl.balancers.objective import BalancedObjective
 from mtrl.errors import UserError
-from mtrl.replay import MultiTaskReplay
+from mtrl.train.replay import MultiTaskReplay
 
 GRADIENT = [name for name in B.available() if B.make(name, 2).kind == "gradient"]
 LOSS = [name for name in B.available() if B.make(name, 2).kind == "loss"]

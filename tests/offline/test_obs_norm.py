@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mtrl import checkpoint
 from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.factory import load_agent
 from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.batch import Batch
 from mtrl.data.dataset import load_dataset
 from mtrl.errors import UserError
-from mtrl.offline_trainer import OfflineTrainer
+from mtrl.io import checkpoint
+from mtrl.train.offline_trainer import OfflineTrainer
 from tests.conftest import collect_smoke_data, smoke_run_config
 
 K, OBS, ACT = 2, 6, 3

@@ -14,14 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtrl import checkpoint
 from mtrl.agents.factory import load_agent
 from mtrl.errors import UserError
-from mtrl.evaluation import EvalResult, TaskResult
-from mtrl.offline_trainer import OfflineTrainer
+from mtrl.eval.evaluation import EvalResult, TaskResult
+from mtrl.io import checkpoint
 from mtrl.report import load_run, summarize, write_report
 from mtrl.report.runs import Run
 from mtrl.report.stats import best_evaluation
+from mtrl.train.offline_trainer import OfflineTrainer
 from tests.conftest import assert_one_line_error, collect_smoke_data, run_cli, smoke_run_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks

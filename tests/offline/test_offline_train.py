@@ -9,14 +9,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtrl import checkpoint
 from mtrl.config import parse_collect, parse_evaluate
 from mtrl.data.collect import collect
 from mtrl.data.dataset import load_dataset
 from mtrl.data.offline import RELABEL_CACHE
 from mtrl.errors import UserError
-from mtrl.evaluate_run import evaluate_from_config
-from mtrl.offline_trainer import OfflineTrainer
+from mtrl.eval.evaluate_run import evaluate_from_config
+from mtrl.io import checkpoint
+from mtrl.train.offline_trainer import OfflineTrainer
 from tests.conftest import assert_one_line_error, collect_smoke_data, compose_config, run_cli, smoke_run_config
 
 TASKS = ["reach-v3", "drawer-close-v3"]  # the smoke experiment's tasks

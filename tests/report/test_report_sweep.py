@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from mtrl.errors import UserError
 from mtrl.report import write_report
-from mtrl.sweep import is_finished, job_name, prepare_job, run_status
+from mtrl.train.sweep import is_finished, job_name, prepare_job, run_status
 from tests.conftest import CONFIGS, ROOT, smoke_config
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtrl.errors import UserError
-from mtrl.video import GREEN, RED, VideoRecorder, annotate, write_video
+from mtrl.eval.video import GREEN, RED, VideoRecorder, annotate, write_video
 from tests.conftest import run_cli
 
 

@@ -15,18 +15,19 @@ import numpy as np
 
 from envs import EnvSpec
 from envs.vector import MultiTaskVectorEnv
-from mtrl import checkpoint
 from mtrl.agents.base import Agent
 from mtrl.batch import Batch
 from mtrl.config.parse import parse_train
 from mtrl.config.schema import TrainConfig
-from mtrl.diagnostics import AffinityMonitor
 from mtrl.errors import UserError
-from mtrl.evaluation import EvalResult, evaluate
-from mtrl.files import check_directory
-from mtrl.guard import DivergenceGuard, check_actions, check_finite_weights
-from mtrl.logger import RunLogger
+from mtrl.eval.evaluation import EvalResult, evaluate
+from mtrl.io import checkpoint
+from mtrl.io.files import check_directory
+from mtrl.io.logger import RunLogger
+from mtrl.io.run_lock import RunLock
 from mtrl.runtime import rng_states, seed_everything, set_rng_states
+from mtrl.train.diagnostics import AffinityMonitor
+from mtrl.train.guard import DivergenceGuard, check_actions, check_finite_state
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs use their own seed stream
 
@@ -36,9 +37,24 @@ RUN_MARKERS = ("config.yaml", "checkpoints", "tb", "eval")  # what makes a direc
 RUN_FILES = (*RUN_MARKERS, "env.json", "mujoco.log", "affinity.npz", "relabelled_rewards.npz")
 
 
-def claim_run_directory(run_dir: Path, config: TrainConfig) -> None:
-    """A run directory belongs to one run: a fresh run may not start where another run wrote, unless
-    `overwrite=true` (which deletes that run first); the directory must be writable."""
+def claim_run_directory(run_dir: Path, config: TrainConfig) -> RunLock:
+    """A run directory belongs to one run: its lock is taken (a run already in it refuses this one), a fresh
+    run may not start where another run wrote unless `overwrite=true` (which deletes that run first), and the
+    directory must be writable. Called only once every component is built, so a refused config touches nothing."""
+    check_directory(run_dir, "run_dir")
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        clear_or_refuse(run_dir, config)
+    except BaseException:
+        lock.release()
+        raise
+    checkpoint.remove_temporary(run_dir)
+    return lock
+
+
+def clear_or_refuse(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse a directory holding another run, or (overwrite=true) delete that run's files."""
     held = [name for name in RUN_MARKERS if (run_dir / name).exists()]
     resumes_here = config.resume is not None and checkpoint.run_dir_of(config.resume).resolve() == run_dir.resolve()
     if held and not resumes_here:
@@ -52,10 +68,10 @@ def claim_run_directory(run_dir: Path, config: TrainConfig) -> None:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    check_directory(run_dir, "run_dir")
-    checkpoint.remove_temporary(run_dir)
 
 
+#: Config groups that shape the networks (named when a resumed checkpoint's networks do not fit).
+NETWORK_KEYS = ("agent", "encoder", "actor", "critic")
 #: Keys that naturally differ between a run and its resumption (not reported as changes).
 RESUME_KEYS = ("resume", "run_dir", "progress", "total_steps", "overwrite", "sweep", "device")
 
@@ -97,7 +113,7 @@ class RunBase:
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume_state = self._load_resume_state()
-        claim_run_directory(self.run_dir, config)
+        self.lock: RunLock | None = None  # taken by `prepare_directory`, once everything is built
         seed_everything(config.seed, config.torch_threads)
         self.step = 0
         self.stop_requested = False
@@ -147,7 +163,16 @@ class RunBase:
                 f"total_steps={self.config.total_steps} is below the checkpoint's {self.step_unit} "
                 f"{state['step']}; resume with a larger total_steps"
             )
-        self.agent.load_state_dict(state["agent"])
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except UserError:
+            shaping = [c for c in config_changes(state["config"], self.config.raw) if c.split(".")[0] in NETWORK_KEYS]
+            if not shaping:
+                raise
+            raise UserError(
+                f"the checkpoint's networks do not fit this config, which changes {'; '.join(shaping)}; resume with "
+                f"the checkpoint's values or start a new run"
+            ) from None
         self.step = int(state["step"])
         self.best = state.get("best")
         self.affinity.load_state_dict(state.get("affinity"))
@@ -167,6 +192,7 @@ class RunBase:
     def log_update(self, log: RunLogger) -> None:
         """At a log step: stop on divergence, then the agent's metrics, balancer diagnostics and affinities."""
         self.guard.check(self.step_unit, self.step)
+        self.guard.check_growth(self.metrics, self.step_unit, self.step)
         log.metrics(self.agent.name, self.metrics, self.step)
         if self.last_batch is not None:
             log.balancer(self.agent.diagnostics(self.last_batch), self.step)
@@ -180,14 +206,21 @@ class RunBase:
         self.metrics: dict[str, Any] = {}
         self.last_batch: Batch | None = None
 
+    def agent_state(self) -> dict[str, Any]:
+        """The agent's state for a checkpoint, refused (RunFailed) when the losses diverged or any of it is not
+        finite: no checkpoint, best.pt included, ever holds a diverged state."""
+        self.guard.check(self.step_unit, self.step)
+        state = self.agent.state_dict()
+        check_finite_state(state, self.step_unit, self.step)
+        return state
+
     def save_checkpoint(self) -> Path:
-        check_finite_weights({net: getattr(self.agent, net) for net in self.agent.networks}, self.step_unit, self.step)
         state = {
             "mode": self.mode,
             "config": self.config.raw,
             "env": self.spec.describe(),
             "dims": self.dims,
-            "agent": self.agent.state_dict(),
+            "agent": self.agent_state(),
             "rng": rng_states(),
             "best": self.best,
             "affinity": self.affinity.state_dict(),
@@ -236,6 +269,7 @@ class RunBase:
         score = (result.mean_success, float(np.mean(returns)) if None not in returns else -np.inf)
         if self.best is not None and tuple(self.best["score"]) >= score:
             return
+        agent = self.agent_state()
         self.best = {"step": self.step, "score": list(score)}
         checkpoint.save_best(
             self.run_dir,
@@ -245,7 +279,7 @@ class RunBase:
                 "config": self.config.raw,
                 "env": self.spec.describe(),
                 "dims": self.dims,
-                "agent": self.agent.state_dict(),
+                "agent": agent,
                 "best": self.best,
             },
         )
@@ -274,10 +308,15 @@ class RunBase:
 
     # ----- the session -------------------------------------------------------------------------------
     def prepare_directory(self, describe: dict[str, Any]) -> None:
-        """Write config.yaml and env.json (the run's resolved configuration and environment)."""
+        """Claim the run directory (lock, refuse or clear), then write config.yaml and env.json (the run's
+        resolved configuration and environment). A refusal closes what the run had built."""
         import yaml
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock = claim_run_directory(self.run_dir, self.config)
+        except BaseException:
+            self.close()
+            raise
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.raw, sort_keys=False))
         (self.run_dir / "env.json").write_text(json.dumps(describe, indent=2))
 
@@ -318,3 +357,6 @@ class RunBase:
         if self.eval_env is not None:
             self.eval_env.close()
             self.eval_env = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

@@ -27,8 +27,8 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from mtrl.checkpoint import list_checkpoints
 from mtrl.errors import UserError
+from mtrl.io.checkpoint import list_checkpoints
 
 _STEP = re.compile(r"^step_(\d+)\.pt$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@%-]")

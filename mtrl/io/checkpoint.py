@@ -7,6 +7,8 @@ and renamed; temporary files a killed process left behind are removed when a run
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -22,6 +24,7 @@ VERSION = 1
 BEST = "best.pt"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 _TEMPORARY = ".tmp_"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of every HDF5 file (our datasets)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -80,6 +83,11 @@ def resolve(path: str | Path, which: str = "latest") -> Path:
     """A checkpoint file, or the latest (or best) checkpoint of a run directory."""
     path = Path(path).expanduser()
     if path.is_file():
+        if which == "best" and path.name != BEST:
+            raise UserError(
+                f"checkpoint='{path}' is a checkpoint file, so which=best cannot choose among a run's checkpoints; "
+                f"give its run directory '{run_dir_of(path)}' with which=best, or drop which=best"
+            )
         return path
     if path.is_dir():
         if which == "best":
@@ -100,11 +108,23 @@ def run_dir_of(path: str | Path) -> Path:
     return path.parent.parent if path.is_file() else path
 
 
+def config_hash(config: dict[str, Any]) -> str:
+    """A short SHA-256 of a run's resolved config (keys sorted): equal hashes mean equal configurations."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def load(
     path: str | Path, map_location: str | torch.device = "cpu", which: str = "latest"
 ) -> tuple[Path, dict[str, Any]]:
     """Load and validate a checkpoint; a missing, truncated or foreign file is a one-line UserError."""
     file = resolve(path, which)
+    with open(file, "rb") as handle:
+        if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            raise UserError(
+                f"'{file}' is an HDF5 file (an offline dataset), not a checkpoint; give a run directory or a .pt "
+                f"checkpoint (a dataset trains with mode=offline dataset={file})"
+            )
     try:
         state = torch.load(file, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for truncated/corrupt files

@@ -16,9 +16,9 @@ from typing import Any
 from mtrl.agents.factory import build_agent
 from mtrl.config.schema import TrainConfig
 from mtrl.data.offline import OfflineData
-from mtrl.evaluation import EvalResult
-from mtrl.logger import RunLogger
-from mtrl.run_base import RunBase
+from mtrl.eval.evaluation import EvalResult
+from mtrl.io.logger import RunLogger
+from mtrl.train.run_base import RunBase
 
 
 class OfflineTrainer(RunBase):
@@ -38,7 +38,6 @@ class OfflineTrainer(RunBase):
             self.agent.set_obs_normalizer(self.data.obs_normalizer(self.agent.device))
         if self.resume_state is not None:
             self.restore(self.resume_state)
-        self.data.build_store(self.run_dir)
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
@@ -52,6 +51,7 @@ class OfflineTrainer(RunBase):
         """Train for total_steps updates (or until a signal), evaluating and checkpointing on schedule."""
         config = self.config
         self.prepare_directory({**self.spec.describe(), **self.data.describe})
+        self.data.build_store(self.run_dir)  # may cache relabelled rewards in the claimed directory
         log = RunLogger(
             self.run_dir,
             self.spec.task_names,

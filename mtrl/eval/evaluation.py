@@ -14,7 +14,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -43,6 +43,7 @@ class EvalResult:
     tasks: list[TaskResult]
     seconds: float = 0.0  # wall time of the evaluation
     env_steps: int = 0  # single-env steps taken (stepped slots summed over vector steps)
+    source: dict = field(default_factory=dict)  # what was evaluated (evaluate.py: checkpoint path, step, config hash)
 
     @property
     def mean_success(self) -> float:
@@ -56,6 +57,7 @@ class EvalResult:
             "seconds": self.seconds,
             "env_steps": self.env_steps,
             "tasks": [asdict(t) for t in self.tasks],
+            **({"source": self.source} if self.source else {}),
         }
 
     def table(self) -> str:
@@ -91,7 +93,7 @@ def _cell(value: float | None) -> str:
 
 
 class StepRecorder(Protocol):
-    """An evaluation hook (e.g. `mtrl.video.VideoRecorder`): sees the env before and the result after each step."""
+    """An evaluation hook (e.g. `mtrl.eval.video.VideoRecorder`): sees the env before and the result after each step."""
 
     def before_step(self, env: MultiTaskVectorEnv) -> None: ...
 

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from envs import build_env_spec
+from envs import EnvSpec, build_env_spec
 from envs.vector import EpisodeResult
 from mtrl.agents.factory import build_agent
 from mtrl.config.schema import TrainConfig
 from mtrl.curriculum.driver import CurriculumDriver
 from mtrl.errors import UserError
-from mtrl.evaluation import EvalResult
-from mtrl.guard import check_actions
-from mtrl.logger import RunLogger
-from mtrl.replay import MultiTaskReplay, replay_bytes, replay_device
-from mtrl.run_base import RunBase
+from mtrl.eval.evaluation import EvalResult
+from mtrl.io.logger import RunLogger
+from mtrl.train.guard import check_actions
+from mtrl.train.replay import MultiTaskReplay, replay_bytes, replay_device
+from mtrl.train.run_base import RunBase
 
 
-def check_can_learn(config: TrainConfig, num_tasks: int) -> None:
-    """Refuse configurations that would finish without a single update (and so report an untrained agent)."""
+def check_can_learn(config: TrainConfig, spec: EnvSpec) -> None:
+    """Refuse configurations that would finish without a single update (and so report an untrained agent).
+
+    An update needs the warm-up passed and `batch_size_per_task` stored transitions of every task; the last
+    chance for one is the last vector step before total_steps, when the replay holds that step's count.
+    """
+    num_tasks = len(spec.task_names)
     capacity = config.replay_capacity // num_tasks
     if capacity < config.batch_size_per_task:
         raise UserError(
@@ -31,13 +37,23 @@ def check_can_learn(config: TrainConfig, num_tasks: int) -> None:
             f"batch_size_per_task={config.batch_size_per_task}: no update could ever run; raise "
             f"replay_capacity to at least {config.batch_size_per_task * num_tasks}"
         )
-    if config.warmup_steps >= config.total_steps:
-        raise UserError(
-            f"warmup_steps={config.warmup_steps} >= total_steps={config.total_steps}: the run would end "
-            f"before its first update; lower warmup_steps or raise total_steps"
-        )
     if config.updates_per_step == 0:
         raise UserError("updates_per_step=0 trains nothing; expected a number > 0")
+    vector = spec.slots or num_tasks * spec.envs_per_task
+    last = (math.ceil(config.total_steps / vector) - 1) * vector  # env steps stored when the last update could run
+    if config.warmup_steps > last:
+        raise UserError(
+            f"warmup_steps={config.warmup_steps} with total_steps={config.total_steps}: the run would end before "
+            f"its first update (the last one could run at step {last}, in vector steps of {vector} envs); lower "
+            f"warmup_steps or raise total_steps"
+        )
+    if last // num_tasks < config.batch_size_per_task:
+        needed = config.batch_size_per_task * num_tasks + vector
+        raise UserError(
+            f"total_steps={config.total_steps} stores about {last // num_tasks} transitions per task before the "
+            f"last update, fewer than batch_size_per_task={config.batch_size_per_task}: the run would end before "
+            f"its first update; raise total_steps to at least {needed} or lower batch_size_per_task"
+        )
 
 
 class Trainer(RunBase):
@@ -49,7 +65,7 @@ class Trainer(RunBase):
         super().__init__(config, run_dir)
         self.spec = build_env_spec(dataclasses.asdict(config.env), config.seed)
         self.num_tasks = len(self.spec.task_names)
-        check_can_learn(config, self.num_tasks)
+        check_can_learn(config, self.spec)
         self.env = self.spec.make(config.seed)
         self.dims = {"obs": self.env.obs_dim, "act": self.env.act_dim}
         agent = build_agent(config, self.spec.task_names, self.env.obs_dim, self.env.act_dim)

@@ -69,7 +69,7 @@ def replay_device(config: Any, agent_device: torch.device, bytes_needed: int) ->
     if choice != "auto":
         from mtrl.runtime import pick_device
 
-        return pick_device(choice)
+        return pick_device(choice, "replay_device")
     if agent_device.type != "cuda":
         return torch.device("cpu")
     if fits(bytes_needed, agent_device):

@@ -1,0 +1,1 @@
+"""Evaluation: episodes in the real environments, evaluate.py's run, videos."""

@@ -1,0 +1,1 @@
+"""Training runs: the online and offline loops, their shared base, replay, the divergence guard and sweeps."""
