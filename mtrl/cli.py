@@ -57,25 +57,27 @@ def known_keys(config_name: str, overrides: list[str]) -> list[str]:
 
 
 def nearest_key(key: str, known: list[str]) -> str | None:
-    """The known key a misspelt one most likely meant: one it begins (episodes -> episodes_per_task) in the same
-    group, else the closest spelling."""
+    """The known key a misspelt one most likely meant, among the keys of its own group: one it begins
+    (episodes -> episodes_per_task), else the closest spelling."""
     group, _, leaf = key.rpartition(".")
-    starts = sorted(
-        (k for k in known if k.rpartition(".")[0] == group and k.rpartition(".")[2].startswith(leaf)), key=len
-    )
-    if starts:
-        return starts[0]
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return close[0] if close else None
+    leaves = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == group]
+    starts = sorted((name for name in leaves if name.startswith(leaf)), key=len)
+    close = starts[:1] or difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.6)
+    return f"{group}.{close[0]}" if close and group else (close[0] if close else None)
 
 
 def suggest_key(message: str, known: list[str]) -> str:
-    """A 'did you mean' hint for a misspelt key named in a Hydra error, or ''."""
+    """A 'did you mean' hint for a misspelt key named in a Hydra error, or the options of its group, or ''."""
     found = _OVERRIDE.search(message) or _MISSING_KEY.search(message)
     if not found:
         return ""
-    near = nearest_key(found.group(1), known)
-    return f" (did you mean {near}?)" if near else ""
+    key = found.group(1)
+    near = nearest_key(key, known)
+    if near:
+        return f" (did you mean {near}?)"
+    group = key.rpartition(".")[0]
+    options = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == group and group)
+    return f" ({group} has the options: {', '.join(options)})" if options else ""
 
 
 def condense_hydra_error(err: Exception, known_keys: list[str] | None = None) -> str:

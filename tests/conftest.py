@@ -52,9 +52,9 @@ def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.Complet
     )
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    """The command failed with status 2 and exactly one stderr line 'error: ...' holding every fragment."""
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, status: int = 2) -> None:
+    """The command failed with `status` and exactly one stderr line 'error: ...' holding every fragment."""
+    assert proc.returncode == status, (proc.stdout, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     for fragment in fragments:

@@ -87,8 +87,10 @@ class BalancerConfig:
         from mtrl import balancers
 
         self.name = checks.choice("balancer", self.name, balancers.available())
-        if self.apply_to is None:
-            self.apply_to = list(balancers.registry.REGISTRY[self.name].default_apply_to)
+        if self.apply_to is None:  # the method's default; a composition takes its loss weighting's when narrower
+            weighting = balancers.registry.REGISTRY.get(str(self.options.get("loss_weighting")))
+            owners = [balancers.registry.REGISTRY[self.name], *([weighting] if weighting else [])]
+            self.apply_to = list(min((cls.default_apply_to for cls in owners), key=len))
         if isinstance(self.apply_to, str):
             self.apply_to = [self.apply_to]
         self.apply_to = [checks.choice("balancer.apply_to", part, ("critic", "actor")) for part in self.apply_to]

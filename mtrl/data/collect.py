@@ -216,3 +216,9 @@ def collect(config: CollectConfig) -> Path:
             writer.add_task(data)
         path = writer.commit()
     return path
+
+
+if __name__ == "__main__":  # python -m mtrl.data.collect: the same entry point as collect.py
+    from mtrl.cli import hydra_main, run_collect
+
+    hydra_main("collect", run_collect)
