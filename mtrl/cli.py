@@ -4,8 +4,8 @@ config built once, then the library."""
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from functools import wraps
@@ -17,8 +17,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
 from mtrl.errors import UserError
@@ -26,9 +28,6 @@ from mtrl.io import mujoco_log
 from mtrl.train.sweep import is_finished, job_name, prepare_job  # also registers the sweep job-directory resolver
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-_NOISE = ("full_key", "object_type", "Config search path", "provider=", "Set the environment", "To append")
-_MISSING_KEY = re.compile(r"Key '([^']+)' is not in struct")
-_OVERRIDE = re.compile(r"Could not override '([^']+)'")
 
 # Launcher configs whose Hydra plugin comes with an optional extra: the hint added when it is missing.
 _LAUNCHER_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/joblib": "sweep"}
@@ -66,12 +65,8 @@ def nearest_key(key: str, known: list[str]) -> str | None:
     return f"{group}.{close[0]}" if close and group else (close[0] if close else None)
 
 
-def suggest_key(message: str, known: list[str]) -> str:
-    """A 'did you mean' hint for a misspelt key named in a Hydra error, or the options of its group, or ''."""
-    found = _OVERRIDE.search(message) or _MISSING_KEY.search(message)
-    if not found:
-        return ""
-    key = found.group(1)
+def key_hint(key: str, known: list[str]) -> str:
+    """' (did you mean <key>?)', else ' (<group> has the options: ...)', else ''."""
     near = nearest_key(key, known)
     if near:
         return f" (did you mean {near}?)"
@@ -81,14 +76,23 @@ def suggest_key(message: str, known: list[str]) -> str:
 
 
 def condense_hydra_error(err: Exception, known_keys: list[str] | None = None) -> str:
-    """Hydra's multi-line composition error as one line that keeps the bad value and the allowed ones."""
-    text = str(err) if err.__cause__ is None else f"{err}\n{err.__cause__}"
-    lines = [line.strip() for line in text.splitlines()]
-    message = " ".join(line for line in lines if line and not line.startswith(_NOISE))
-    for config, extra in _LAUNCHER_EXTRAS.items():
-        if f"Could not load '{config}'" in message:
-            message += f' (its launcher plugin is not installed: pip install -e ".[{extra}]")'
-    return message + suggest_key(message, known_keys or [])
+    """A Hydra composition error as one line, built from the exception's fields (the missing config and its
+    group's options, the unknown key), with a suggestion; other errors give their first line."""
+    cause = err.__cause__
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        if not err.options:  # a config that exists but could not be loaded: a launcher's plugin is missing
+            extra = _LAUNCHER_EXTRAS.get(err.missing_cfg_file)
+            hint = f'; its launcher plugin is not installed: pip install -e ".[{extra}]"' if extra else ""
+            return f"config '{err.missing_cfg_file}' could not be loaded{hint}"
+        close = difflib.get_close_matches(name, err.options, n=1)
+        hint = f" (did you mean {group}={close[0]}?)" if close else ""
+        return f"unknown {group}={name}{hint}; choose one of: {', '.join(err.options)}"
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
+        key = str(cause.full_key)
+        return f"unknown option {key}{key_hint(key, known_keys or [])}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def exit_status(err: UserError) -> int:
@@ -113,14 +117,20 @@ def in_sweep_job() -> bool:
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
-    """Every job of a sweep as its override list, exactly as Hydra's basic sweeper will launch them.
+    """Every job of a sweep as its override list, in the order Hydra's basic sweeper launches them (the
+    cartesian product of the swept values, the first override varying slowest).
 
     Call inside an initialised Hydra (glob sweeps over config groups need its config loader).
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    return BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
+    axes = []
+    for override in parser.parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            axes.append([f"{key}={override.get_value_element_as_str()}"])
+    return [list(job) for job in itertools.product(*axes)]
 
 
 def check_train_job(cfg: DictConfig) -> None:

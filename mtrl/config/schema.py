@@ -272,7 +272,7 @@ class CollectConfig:
     episodes_per_task: int = 10
     noise: float = 0.1
     random_fraction: float = 0.0
-    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_task: dict[str, dict[str, Any]] | None = None  # None: no per-task changes
     seed: int = 0
     device: str = "cpu"
     progress: bool = True

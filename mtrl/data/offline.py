@@ -69,24 +69,30 @@ def relabel_dataset(dataset: Dataset, progress: bool = True) -> dict[tuple[int, 
     return out
 
 
-def cached_relabelling(dataset: Dataset, run_dir: Path, progress: bool) -> dict[tuple[int, int], np.ndarray]:
-    """Relabelled rewards from `<run_dir>/relabelled_rewards.npz` when it matches the dataset, else computed, cached."""
+def _cache_key(dataset: Dataset) -> str:
+    return json.dumps({"dataset_id": dataset.dataset_id, "tasks": dataset.task_names})
+
+
+def cached_relabelling(dataset: Dataset, run_dir: Path) -> dict[tuple[int, int], np.ndarray] | None:
+    """Relabelled rewards from `<run_dir>/relabelled_rewards.npz` when it matches the dataset, else None."""
     k = len(dataset.task_names)
     cache = Path(run_dir) / RELABEL_CACHE
-    key = json.dumps({"dataset_id": dataset.dataset_id, "tasks": dataset.task_names})
     if cache.is_file():
         try:
             with np.load(cache) as data:
-                if str(data["key"]) == key:
+                if str(data["key"]) == _cache_key(dataset):
                     return {(i, j): data[f"r_{i}_{j}"] for i in range(k) for j in range(k) if i != j}
         except Exception:  # a damaged cache is recomputed
             pass
-    relabelled = relabel_dataset(dataset, progress=progress)
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def write_relabelling(dataset: Dataset, run_dir: Path, relabelled: dict[tuple[int, int], np.ndarray]) -> None:
+    """Cache relabelled rewards in `<run_dir>/relabelled_rewards.npz` (atomically), so a resume skips the work."""
+    cache = Path(run_dir) / RELABEL_CACHE
     tmp = cache.with_name(f".{cache.name}.tmp.npz")
-    np.savez(tmp, key=np.array(key), **{f"r_{i}_{j}": v for (i, j), v in relabelled.items()})
+    np.savez(tmp, key=np.array(_cache_key(dataset)), **{f"r_{i}_{j}": v for (i, j), v in relabelled.items()})
     tmp.replace(cache)
-    return relabelled
 
 
 class OfflineData:
@@ -99,15 +105,19 @@ class OfflineData:
         self.spec, self.dataset = dataset_env_spec(config, with_state=self.sharing in RELABELLING_MODES)
         self.num_tasks = len(self.spec.task_names)
         self.store: TransitionStore | None = None
+        self.uncached: dict[tuple[int, int], np.ndarray] | None = None  # relabelled rewards not yet in the cache
         self.rng = np.random.default_rng(config.seed)
         shared = config.offline.shared_per_task
         self.shared_per_task = config.batch_size_per_task if shared is None else shared
         self.reset_stats()
 
     def build_store(self, run_dir: Path) -> None:
-        """All tasks' transitions with the relabelled rewards the sharing mode needs (cached in `run_dir`)."""
+        """All tasks' transitions with the relabelled rewards the sharing mode needs (read from `run_dir`'s
+        cache when it has them; freshly computed ones wait in `uncached` for `write_cache`)."""
         relabel = self.sharing in RELABELLING_MODES and self.num_tasks > 1
-        relabelled = cached_relabelling(self.dataset, run_dir, self.config.progress) if relabel else None
+        relabelled = cached_relabelling(self.dataset, run_dir) if relabel else None
+        if relabel and relabelled is None:
+            relabelled = self.uncached = relabel_dataset(self.dataset, progress=self.config.progress)
         tasks = [self.dataset.tasks[name] for name in self.dataset.task_names]
         self.store = TransitionStore.from_arrays(
             [t.obs for t in tasks],
@@ -118,6 +128,12 @@ class OfflineData:
             relabelled,
         )
         self.dataset.tasks = {}  # the store holds the transitions now; keep only the metadata
+
+    def write_cache(self, run_dir: Path) -> None:
+        """Cache relabelled rewards computed by `build_store` (once the run owns `run_dir`)."""
+        if self.uncached is not None:
+            write_relabelling(self.dataset, run_dir, self.uncached)
+            self.uncached = None
 
     def obs_normalizer(self, device: Any) -> ObsNormalizer:
         """Per-dimension statistics of the observations of every trained task (call before `build_store`)."""

@@ -38,6 +38,7 @@ class OfflineTrainer(RunBase):
             self.agent.set_obs_normalizer(self.data.obs_normalizer(self.agent.device))
         if self.resume_state is not None:
             self.restore(self.resume_state)
+        self.data.build_store(self.run_dir)
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
@@ -51,7 +52,7 @@ class OfflineTrainer(RunBase):
         """Train for total_steps updates (or until a signal), evaluating and checkpointing on schedule."""
         config = self.config
         self.prepare_directory({**self.spec.describe(), **self.data.describe})
-        self.data.build_store(self.run_dir)  # may cache relabelled rewards in the claimed directory
+        self.data.write_cache(self.run_dir)  # relabelled rewards, into the directory this run now owns
         log = RunLogger(
             self.run_dir,
             self.spec.task_names,
