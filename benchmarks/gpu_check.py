@@ -28,7 +28,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtrl.config import parse_train  # noqa: E402
+from mtrl.config.parse import parse_train  # noqa: E402
 from mtrl.train.trainer import Trainer  # noqa: E402
 
 STANDARD_MT10_ENV_STEPS = 2_000_000 * 10  # the standard run: 2M vector steps of 10 tasks

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from mtrl.config import parse_train
+from mtrl.config.parse import parse_train
 from mtrl.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
-from mtrl.config import parse_collect, parse_train
+from mtrl.config.parse import parse_collect, parse_train
 from mtrl.data.collect import collect
 from mtrl.data.dataset import load_dataset
 from mtrl.data.summary import format_table, task_rows

@@ -50,7 +50,7 @@ def serve(threads: int | str | None) -> None:
 
     import mtrl.config  # noqa: F401  (resolvers)
     from mtrl.agents.factory import build_agent
-    from mtrl.config import parse_train
+    from mtrl.config.parse import parse_train
     from mtrl.runtime import available_cores
 
     if threads is not None:

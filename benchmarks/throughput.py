@@ -47,7 +47,7 @@ import mtrl.config  # noqa: E402,F401
 from envs import build_env_spec  # noqa: E402
 from mtrl.agents import SACAgent, SACConfig  # noqa: E402
 from mtrl.agents.optim import adam_flags  # noqa: E402
-from mtrl.config import parse_train  # noqa: E402
+from mtrl.config.parse import parse_train  # noqa: E402
 from mtrl.train.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

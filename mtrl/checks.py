@@ -6,9 +6,10 @@ value gets the same one-line message whether it comes from the CLI or from libra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from typing import Any, Sequence, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from mtrl.errors import UserError
 
@@ -89,3 +90,11 @@ def unknown_keys(where: str, given: Sequence[str], allowed: Sequence[str]) -> No
         close = difflib.get_close_matches(key, list(allowed), n=1)
         hint = f" (did you mean {where}{close[0]}?)" if close else ""
         raise UserError(f"unknown option {where}{key}{hint}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+
+
+def build_dataclass(cls: type[T], prefix: str, values: Mapping[str, Any] | None) -> T:
+    """`cls(**values)` after refusing keys that are not fields of the dataclass `cls` (named `<prefix>.<key>`)."""
+    values = dict(values or {})
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown_keys(f"{prefix}." if prefix else "", list(values), fields)
+    return cls(**values)

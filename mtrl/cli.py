@@ -25,7 +25,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 import mtrl.config  # noqa: F401  (registers the run-directory resolver)
 from mtrl.errors import UserError
 from mtrl.io import mujoco_log
-from mtrl.train.sweep import is_finished, job_name, prepare_job  # also registers the sweep job-directory resolver
+from mtrl.train.sweep import is_finished, job_name, prepare_job
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -136,14 +136,14 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 def check_train_job(cfg: DictConfig) -> None:
     """What a training job refuses before it touches its directory: the typed config and the dry build of every
     component (mtrl/train/dry_build.py)."""
-    from mtrl.config import parse_train
+    from mtrl.config.parse import parse_train
     from mtrl.train.dry_build import dry_build
 
     dry_build(parse_train(cfg))
 
 
 def _job_checks() -> dict[str, Callable[[DictConfig], Any]]:
-    from mtrl.config import parse_collect, parse_evaluate
+    from mtrl.config.parse import parse_collect, parse_evaluate
 
     return {"train": check_train_job, "evaluate": parse_evaluate, "collect": parse_collect}
 
@@ -288,15 +288,15 @@ def reports_user_errors(func: Callable[[DictConfig], Any]) -> Callable[[DictConf
 
 @reports_user_errors
 def run_train(cfg: DictConfig) -> None:
-    from mtrl.config import parse_train
+    from mtrl.config.parse import parse_train, plain
     from mtrl.io.logger import LineMode, RunLogger
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        cfg = prepare_job(cfg, run_dir, multirun=in_sweep_job())
-        if cfg is None:  # a sweep job whose directory already holds the finished run
+        raw = prepare_job(plain(cfg), run_dir, multirun=in_sweep_job())
+        if raw is None:  # a sweep job whose directory already holds the finished run
             return
-        config = parse_train(cfg)
+        config = parse_train(raw)
         print(f"run directory: {run_dir.resolve()}", flush=True)
         if config.note:
             print(f"note: {config.note}", flush=True)
@@ -332,7 +332,7 @@ def next_commands(run_dir: Path) -> str:
 
 @reports_user_errors
 def run_evaluate(cfg: DictConfig) -> None:
-    from mtrl.config import parse_evaluate
+    from mtrl.config.parse import parse_evaluate
     from mtrl.eval.evaluate_run import evaluate_from_config
 
     evaluate_from_config(parse_evaluate(cfg))
@@ -340,7 +340,7 @@ def run_evaluate(cfg: DictConfig) -> None:
 
 @reports_user_errors
 def run_collect(cfg: DictConfig) -> None:
-    from mtrl.config import parse_collect
+    from mtrl.config.parse import parse_collect
     from mtrl.data.collect import collect
     from mtrl.data.summary import summarize
     from mtrl.io.files import check_writable

@@ -35,7 +35,7 @@ def smoke_config(run_dir: Path, *overrides: str) -> DictConfig:
 
 def smoke_run_config(run_dir: Path, *overrides: str):
     """The typed TrainConfig of the smoke experiment (what trainers take)."""
-    from mtrl.config import parse_train
+    from mtrl.config.parse import parse_train
 
     return parse_train(smoke_config(run_dir, *overrides))
 
@@ -73,7 +73,7 @@ def two_task_spec():
 def collect_smoke_data(path: Path, *extra: str) -> Path:
     """Scripted-expert data (noise 0.1) of the smoke tasks reach-v3 and drawer-close-v3: 2 episodes of 20
     steps each under the mtrl protocol, with `extra` collect.py overrides (e.g. a poor task)."""
-    from mtrl.config import parse_collect
+    from mtrl.config.parse import parse_collect
     from mtrl.data.collect import collect
 
     cfg = compose_config(

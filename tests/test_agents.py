@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mtrl.agents.registry import AGENTS
-from mtrl.config import parse_collect, parse_train
+from mtrl.config.parse import parse_collect, parse_train
 from mtrl.data.collect import collect
 from mtrl.errors import UserError
 from mtrl.io import checkpoint

@@ -9,7 +9,7 @@ import shutil
 import h5py
 import pytest
 
-from mtrl.config import parse_collect
+from mtrl.config.parse import parse_collect
 from mtrl.data.collect import collect
 from mtrl.data.dataset import CHECKSUM, load_dataset, metadata_digest
 from mtrl.errors import UserError

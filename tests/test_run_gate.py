@@ -283,7 +283,7 @@ def test_evaluation_json_records_the_checkpoint_its_step_and_config_hash(tmp_pat
 
 
 def test_mt10_short_says_what_to_expect():
-    from mtrl.config import parse_train
+    from mtrl.config.parse import parse_train
 
     config = parse_train(compose_config("train", ["experiment=mt10_short"]))
     assert "success near 0 is expected" in config.note and "benchmarks/learning.py" in config.note

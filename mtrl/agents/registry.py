@@ -9,7 +9,6 @@ from mtrl.agents.base import Agent, AgentConfig
 from mtrl.agents.bc import BCAgent
 from mtrl.agents.cql import CQLAgent
 from mtrl.agents.sac import SACAgent
-from mtrl.config.parse import build
 
 AGENTS: dict[str, type[Agent]] = {cls.name: cls for cls in (SACAgent, CQLAgent, BCAgent)}
 
@@ -21,4 +20,4 @@ def agent_class(name: str) -> type[Agent]:
 
 def agent_config(name: str, options: Mapping[str, Any]) -> AgentConfig:
     """The checked config of agent `name` from its options (unknown options are refused with a suggestion)."""
-    return build(agent_class(name).Config, "agent", {**options, "name": name})
+    return checks.build_dataclass(agent_class(name).Config, "agent", {**options, "name": name})

@@ -7,12 +7,12 @@ are upgraded first, so old checkpoints still load.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mtrl import checks
+from mtrl.agents.registry import AGENTS, agent_class, agent_config
 from mtrl.config.schema import (
     BalancerConfig,
     CollectConfig,
@@ -38,14 +38,6 @@ def plain(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)
     return {k: (plain(v) if isinstance(v, (Mapping, DictConfig)) else v) for k, v in cfg.items()}
-
-
-def build(cls: type, prefix: str, values: Mapping[str, Any] | None) -> Any:
-    """`cls(**values)` after refusing keys that are not fields of `cls` (named as `<prefix>.<key>`)."""
-    values = dict(values or {})
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]
-    checks.unknown_keys(f"{prefix}." if prefix else "", list(values), fields)
-    return cls(**values)
 
 
 def split_name(prefix: str, values: Mapping[str, Any] | None, default: str) -> tuple[str, dict[str, Any]]:
@@ -89,11 +81,9 @@ def network_encoder(raw: dict[str, Any], network: str) -> EncoderConfig:
 
 def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
     """The checked `TrainConfig` of a composed `train` config; one-line UserError on the first bad value."""
-    from mtrl.agents.registry import agent_config
-
     raw = upgrade(plain(cfg))
     data = {k: v for k, v in raw.items() if k not in CLI_ONLY_KEYS}
-    env = build(EnvConfig, "env", data.pop("env", None))
+    env = checks.build_dataclass(EnvConfig, "env", data.pop("env", None))
     agent_name, agent_options = split_name("agent", data.pop("agent", None), "sac")
     agent = agent_config(agent_name, agent_options)
     encoders = {net: network_encoder(data, net) for net in ("actor", "critic")}
@@ -104,7 +94,7 @@ def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
     curriculum_name, curriculum_options = split_name("curriculum", data.pop("curriculum", None), "none")
     drives = curriculum_options.pop("drives", None)
     source = curriculum_options.pop("source", "train")
-    offline = build(
+    offline = checks.build_dataclass(
         OfflineConfig,
         "offline",
         {
@@ -113,8 +103,8 @@ def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
             **(data.pop("offline", None) or {}),
         },
     )
-    diagnostics = build(DiagnosticsConfig, "diagnostics", data.pop("diagnostics", None))
-    config = build(
+    diagnostics = checks.build_dataclass(DiagnosticsConfig, "diagnostics", data.pop("diagnostics", None))
+    config = checks.build_dataclass(
         TrainConfig,
         "",
         {
@@ -136,8 +126,6 @@ def parse_train(cfg: Mapping[str, Any] | DictConfig) -> TrainConfig:
 
 def check_agent_mode(config: TrainConfig) -> None:
     """The agent must train in the run's mode (SAC online; CQL and BC offline), with what the mode needs."""
-    from mtrl.agents.registry import agent_class
-
     cls = agent_class(config.agent.name)
     if cls.mode != config.mode:
         others = ", ".join(f"agent={n}" for n in _agents_for(config.mode))
@@ -156,8 +144,6 @@ def check_agent_mode(config: TrainConfig) -> None:
 
 
 def _agents_for(mode: str) -> list[str]:
-    from mtrl.agents.registry import AGENTS
-
     return sorted(name for name, cls in AGENTS.items() if cls.mode == mode)
 
 
@@ -168,12 +154,18 @@ def parse_evaluate(cfg: Mapping[str, Any] | DictConfig) -> EvaluateConfig:
     video = {key: data.pop(f"video_{key}") for key in ("dir", "episodes", "format", "fps") if f"video_{key}" in data}
     if "dir" in video:
         video["directory"] = video.pop("dir")
-    video = build(VideoConfig, "video", {"record": data.pop("record", False), **video})
+    video = checks.build_dataclass(VideoConfig, "video", {"record": data.pop("record", False), **video})
     given = env.get("tasks") is not None
-    return build(EvaluateConfig, "", {**data, "env": build(EnvConfig, "env", env) if given else None, "video": video})
+    return checks.build_dataclass(
+        EvaluateConfig,
+        "",
+        {**data, "env": checks.build_dataclass(EnvConfig, "env", env) if given else None, "video": video},
+    )
 
 
 def parse_collect(cfg: Mapping[str, Any] | DictConfig) -> CollectConfig:
     """The checked `CollectConfig` of a composed `collect` config."""
     data = plain(cfg)
-    return build(CollectConfig, "", {**data, "env": build(EnvConfig, "env", data.pop("env", None))})
+    return checks.build_dataclass(
+        CollectConfig, "", {**data, "env": checks.build_dataclass(EnvConfig, "env", data.pop("env", None))}
+    )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+import yaml
 
 from mtrl.errors import UserError
 from mtrl.io.checkpoint import list_checkpoints
@@ -65,20 +65,6 @@ def job_name(overrides: Iterable[str], exclude_keys: Iterable[str] = ()) -> str:
     return name
 
 
-def _job_dir_resolver(overrides: Any, exclude_keys: Any = None) -> str:
-    plain = OmegaConf.to_container(overrides) if isinstance(overrides, ListConfig) else overrides
-    exclude = OmegaConf.to_container(exclude_keys) if isinstance(exclude_keys, ListConfig) else exclude_keys
-    if isinstance(plain, str):
-        plain = [plain] if plain else []
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    return job_name(plain or [], exclude or [])
-
-
-if not OmegaConf.has_resolver("mtrl_job_dir"):
-    OmegaConf.register_new_resolver("mtrl_job_dir", _job_dir_resolver)
-
-
 @dataclass
 class RunStatus:
     """What a run directory holds: its newest checkpoint step and whether that step was evaluated."""
@@ -105,40 +91,37 @@ def is_finished(run_dir: Path, total_steps: int | None = None) -> bool:
         config = Path(run_dir) / "config.yaml"
         if not config.is_file():
             return False
-        total_steps = OmegaConf.load(config).get("total_steps")
+        total_steps = (yaml.safe_load(config.read_text()) or {}).get("total_steps")
         if not isinstance(total_steps, int):
             return False
     return run_status(run_dir).finished(total_steps)
 
 
-def prepare_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> DictConfig | None:
-    """The config a job should train with, or None when its directory holds a finished run (skip it).
-
-    Only sweep jobs (`multirun=True`) are skipped or resumed; single runs are returned unchanged.
-    """
+def prepare_job(raw: dict[str, Any], run_dir: Path, multirun: bool) -> dict[str, Any] | None:
+    """The config (a plain resolved mapping) a job should train with, or None when its directory holds a
+    finished run (skip it). Only sweep jobs (`multirun=True`) are skipped or resumed; single runs come back as
+    they are."""
     if not multirun:
-        return cfg
-    options = OmegaConf.select(cfg, "sweep") or {}
+        return raw
+    options = raw.get("sweep") or {}
     skip = options.get("skip_finished", True)
     resume = options.get("resume_unfinished", True)
     status = run_status(run_dir)
-    if skip and status.finished(cfg.total_steps):
+    if skip and status.finished(raw["total_steps"]):
         print(
             f"skipping {run_dir}: it holds a finished run (checkpoint and evaluation at step "
-            f"{status.checkpoint_step} >= total_steps={cfg.total_steps})",
+            f"{status.checkpoint_step} >= total_steps={raw['total_steps']})",
             flush=True,
         )
         return None
-    if resume and status.checkpoint_step is not None and cfg.resume is None:
-        _check_same_tasks(cfg, run_dir)
+    if resume and status.checkpoint_step is not None and raw.get("resume") is None:
+        _check_same_tasks(raw, run_dir)
         print(f"resuming {run_dir} from its checkpoint at step {status.checkpoint_step}", flush=True)
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.resume = str(run_dir)
-    return cfg
+        return {**raw, "resume": str(run_dir)}
+    return raw
 
 
-def _check_same_tasks(cfg: DictConfig, run_dir: Path) -> None:
+def _check_same_tasks(raw: dict[str, Any], run_dir: Path) -> None:
     """Refuse to resume a directory that another configuration wrote (e.g. a sweep name reused)."""
     env_file = Path(run_dir) / "env.json"
     if not env_file.is_file():
@@ -146,7 +129,7 @@ def _check_same_tasks(cfg: DictConfig, run_dir: Path) -> None:
     from envs.tasks import resolve_tasks
 
     saved = json.loads(env_file.read_text()).get("tasks")
-    _, wanted = resolve_tasks(OmegaConf.to_container(cfg.env, resolve=True)["tasks"])
+    _, wanted = resolve_tasks(raw["env"]["tasks"])
     if saved != wanted:
         raise UserError(
             f"sweep job directory {run_dir} holds a run on tasks {saved}, this job trains on {wanted}; "

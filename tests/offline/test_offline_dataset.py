@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from envs import build_env_spec
-from mtrl.config import parse_collect
+from mtrl.config.parse import parse_collect
 from mtrl.data import collect as collect_mod
 from mtrl.data.collect import TaskPlan, collect, collect_task, plan_tasks
 from mtrl.data.dataset import ARRAY_FIELDS, load_dataset, write_dataset

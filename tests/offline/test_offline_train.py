@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtrl.config import parse_collect, parse_evaluate
+from mtrl.config.parse import parse_collect, parse_evaluate
 from mtrl.data.collect import collect
 from mtrl.data.dataset import load_dataset
 from mtrl.data.offline import RELABEL_CACHE

@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from mtrl.config.parse import plain
 from mtrl.errors import UserError
 from mtrl.report import write_report
 from mtrl.train.sweep import is_finished, job_name, prepare_job, run_status
@@ -47,7 +48,7 @@ def _fake_run(run_dir, ckpt_step, eval_step):
 
 
 def test_finished_runs_are_skipped_and_unfinished_ones_resume(tmp_path):
-    cfg = smoke_config(tmp_path / "unused", "total_steps=300")
+    cfg = plain(smoke_config(tmp_path / "unused", "total_steps=300"))
     finished, partial, fresh = tmp_path / "finished", tmp_path / "partial", tmp_path / "fresh"
     _fake_run(finished, 300, 300)
     _fake_run(partial, 200, 200)
@@ -56,13 +57,13 @@ def test_finished_runs_are_skipped_and_unfinished_ones_resume(tmp_path):
     assert prepare_job(cfg, finished, multirun=True) is None
     assert prepare_job(cfg, finished, multirun=False) is cfg  # single runs are never skipped
     resumed = prepare_job(cfg, partial, multirun=True)
-    assert resumed.resume == str(partial) and cfg.resume is None
-    assert prepare_job(cfg, fresh, multirun=True).resume is None
+    assert resumed["resume"] == str(partial) and cfg["resume"] is None
+    assert prepare_job(cfg, fresh, multirun=True)["resume"] is None
     no_eval = tmp_path / "no_eval"
     _fake_run(no_eval, 300, None)  # checkpoint but its evaluation never written: not finished
-    assert prepare_job(cfg, no_eval, multirun=True).resume == str(no_eval)
-    OmegaConf.update(cfg, "sweep.skip_finished", False)
-    assert prepare_job(cfg, finished, multirun=True).resume == str(finished)
+    assert prepare_job(cfg, no_eval, multirun=True)["resume"] == str(no_eval)
+    cfg["sweep"]["skip_finished"] = False
+    assert prepare_job(cfg, finished, multirun=True)["resume"] == str(finished)
 
 
 def test_resuming_a_directory_of_other_tasks_is_refused(tmp_path):
@@ -70,7 +71,7 @@ def test_resuming_a_directory_of_other_tasks_is_refused(tmp_path):
     _fake_run(run_dir, 100, 100)
     (run_dir / "env.json").write_text('{"tasks": ["push-v3"]}')
     with pytest.raises(UserError, match="holds a run on tasks"):
-        prepare_job(smoke_config(tmp_path / "x", "total_steps=300"), run_dir, multirun=True)
+        prepare_job(plain(smoke_config(tmp_path / "x", "total_steps=300")), run_dir, multirun=True)
 
 
 def test_two_run_local_multirun_finishes_is_resumable_and_aggregates(tmp_path):
@@ -101,5 +102,5 @@ def test_two_run_local_multirun_finishes_is_resumable_and_aggregates(tmp_path):
     assert (tmp_path / "report" / "learning_curves.png").stat().st_size > 0
     # The same sweep again: every job maps to its finished directory and is skipped in-process.
     for job in jobs:
-        cfg = smoke_config(tmp_path / "unused", "total_steps=300", f"seed={job.split('seed=')[1][0]}")
+        cfg = plain(smoke_config(tmp_path / "unused", "total_steps=300", f"seed={job.split('seed=')[1][0]}"))
         assert prepare_job(cfg, sweep_dir / job, multirun=True) is None
