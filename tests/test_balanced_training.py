@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mtrl import balancers
 from mtrl.agents import SACAgent, SACConfig
 from mtrl.agents.factory import build_balancers
+from mtrl.balancers.objective import UpdatePlan
 from mtrl.batch import map_task_chunks, task_mean
 from mtrl.config import BalancerConfig
 from mtrl.errors import UserError
@@ -68,6 +69,7 @@ def test_vectorised_per_task_gradients_equal_k_backward(counts):
 @pytest.mark.parametrize("encoder", ["onehot", "task_bottom", "film"])
 def test_chunk_by_chunk_evaluation_equals_the_mixed_batch(encoder, counts):
     agent = _agent(encoder)
+    agent.plan_updates(UpdatePlan(equal_counts=len(set(counts)) == 1))
     batch = _replay().sample(np.array(counts))
     inputs = agent.critic_inputs(batch)
     objective = agent.critic_objective

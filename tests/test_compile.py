@@ -16,7 +16,7 @@ from mtrl.agents import SACAgent, SACConfig
 from mtrl.agents.bc import BCAgent, BCConfig
 from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.optim import adam_step, load_adam, make_adam
-from mtrl.balancers.objective import BalancedObjective
+from mtrl.balancers.objective import BalancedObjective, UpdatePlan
 from mtrl.batch import Batch, map_task_chunks
 from mtrl.train.replay import MultiTaskReplay
 
@@ -39,6 +39,12 @@ def _agent(cls=SACAgent, config=SACConfig, encoder="onehot", balancer="uniform",
     seeded = {"seed": 0} if "seed" in balancers.options(balancer) else {}  # pcgrad's random task order
     agent.set_balancers(balancers.make(balancer, K, **seeded), balancers.make(balancer, K, **seeded))
     return agent
+
+
+def one_graph(agent):
+    """The agent's update planned as compiled, traced with fullgraph=True (raises on any graph break)."""
+    agent.plan_updates(UpdatePlan(compiled=True))
+    return torch.compile(agent.update_step, fullgraph=True, backend="eager")
 
 
 def _batch(counts=(8, 8, 8), seed=0) -> Batch:
@@ -110,7 +116,7 @@ def _assert_same_training(make, compile_options, counts_sequence, rtol=1e-4, ato
 )
 def test_uniform_sac_update_compiles_as_one_graph(encoder, schedule):
     agent = _agent(encoder=encoder)
-    step = torch.compile(agent.update_step, fullgraph=True, backend="eager")  # raises on any graph break
+    step = one_graph(agent)
     before = _state(agent)
     metrics = step(_batch(), schedule)
     assert ("actor_loss" in metrics) == schedule[0]
@@ -122,7 +128,7 @@ def test_uniform_sac_update_compiles_as_one_graph(encoder, schedule):
 
 def test_cql_update_compiles_as_one_graph():
     agent = _agent(CQLAgent, CQLConfig, cql_lagrange=True, bc_updates=1)
-    step = torch.compile(agent.update_step, fullgraph=True, backend="eager")
+    step = one_graph(agent)
     for _ in range(2):  # the behaviour-cloning update, then the SAC one
         metrics = step(_batch(), agent.schedule())
         agent.num_updates += 1
@@ -135,7 +141,7 @@ def test_bc_update_compiles_as_one_graph(loss):
     agent = BCAgent(
         OBS, ACT, TASKS, BCConfig(hidden_sizes=[16, 16], loss=loss), {"name": "onehot"}, torch.device("cpu")
     )
-    metrics = torch.compile(agent.update_step, fullgraph=True, backend="eager")(_batch(), agent.schedule())
+    metrics = one_graph(agent)(_batch(), agent.schedule())
     assert metrics["loss"].shape == (K,) and torch.isfinite(metrics["loss"]).all()
 
 
@@ -145,8 +151,21 @@ def test_compiled_update_equals_eager_on_fixed_batches():
     _assert_same_training(make, {"backend": "aot_eager"}, [(8, 8, 8)] * 4)
 
 
-def test_unequal_counts_fall_back_to_the_eager_update_under_compile():
-    _assert_same_training(_agent, {"backend": "aot_eager"}, [(8, 8, 8), (5, 11, 0), (8, 8, 8)])
+def test_an_agent_planned_for_unequal_counts_keeps_the_eager_update_under_compile():
+    def make():
+        agent = _agent()
+        agent.plan_updates(UpdatePlan(equal_counts=False))
+        return agent
+
+    _assert_same_training(make, {"backend": "aot_eager"}, [(8, 8, 8), (5, 11, 0), (8, 8, 8)])
+    agent = make()
+    agent.compile("default", backend="aot_eager")
+    assert agent._update_step == agent.update_step and not agent.plan.compiled
+
+
+def test_an_equal_counts_plan_refuses_a_batch_of_unequal_counts():
+    with pytest.raises(ValueError, match=r"planned for equal per-task counts; got \[5, 11, 0\]"):
+        _agent().update(_batch((5, 11, 0)))
 
 
 @pytest.mark.parametrize("balancer", ["pcgrad", "famo"])
@@ -173,11 +192,13 @@ def test_inductor_compiled_update_with_a_gradient_balancer_equals_eager():
 @pytest.mark.parametrize("encoder", ["onehot", "multihead", "film"])
 def test_batch_and_chunk_layouts_give_the_same_losses_and_gradients(encoder, counts):
     agent = _agent(encoder=encoder)
+    plan = UpdatePlan(equal_counts=len(set(counts)) == 1)
+    agent.plan_updates(plan)
     batch = _batch(counts)
     inputs = agent.critic_inputs(batch)
     results = []
     for layout in ("batch", "chunks"):
-        objective = BalancedObjective(balancers.make("uniform", K), agent.critic, K, layout=layout)
+        objective = BalancedObjective(balancers.make("uniform", K), agent.critic, K, layout=layout, plan=plan)
         grads, losses, _ = objective.gradients(agent.critic_sample_loss, inputs, batch.counts)
         results.append((losses, grads))
     (losses_b, grads_b), (losses_c, grads_c) = results

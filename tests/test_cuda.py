@@ -155,7 +155,7 @@ def test_a_gpu_checkpoint_loads_on_the_cpu_and_resumes_on_the_gpu(tmp_path):
     run_dir = tmp_path / "run"
     Trainer(smoke_run_config(run_dir, "device=cuda", "total_steps=300", "save_replay=true"), run_dir).run()
     _, state = checkpoint.load(run_dir)
-    on_cpu = load_agent(run_dir, device="cpu").agent
+    on_cpu = load_agent(run_dir, device="cpu")
     assert all(p.device.type == "cpu" for p in on_cpu.actor.parameters())
     obs = np.zeros((2, on_cpu.obs_dim), np.float32)
     assert on_cpu.act(obs, np.arange(2), deterministic=True).shape == (2, on_cpu.act_dim)

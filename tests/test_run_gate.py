@@ -287,3 +287,21 @@ def test_mt10_short_says_what_to_expect():
 
     config = parse_train(compose_config("train", ["experiment=mt10_short"]))
     assert "success near 0 is expected" in config.note and "benchmarks/learning.py" in config.note
+
+
+# ----------------------------------------------------------------------------------------- the update path
+@pytest.mark.parametrize(
+    "overrides,equal",
+    [
+        ([], True),
+        (["curriculum=learning_progress"], False),
+        (["curriculum=learning_progress", "curriculum.drives=env"], True),
+    ],
+)
+def test_the_update_path_is_chosen_when_the_agent_is_built(tmp_path, overrides, equal):
+    from mtrl.agents.factory import build_agent
+
+    agent = build_agent(smoke_run_config(tmp_path / "r", "compile=default", *overrides), ["a", "b"], 39, 4)
+    assert agent.plan.equal_counts is equal and agent.plan.compiled is equal  # unequal counts stay eager
+    assert all(objective.plan == agent.plan for objective in agent.objectives.values())
+    assert (agent._update_step == agent.update_step) is not equal

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mtrl.agents import SACAgent, SACConfig
+from mtrl.balancers.objective import UpdatePlan
 from mtrl.errors import UserError
 from mtrl.train.replay import MultiTaskReplay
 
@@ -58,6 +59,7 @@ def test_update_returns_per_task_vectors_and_changes_parameters():
 @pytest.mark.parametrize("counts", [[16, 16, 16], [10, 0, 22]])
 def test_temperature_losses_use_the_actor_before_its_step(counts):
     agent = _agent()
+    agent.plan_updates(UpdatePlan(equal_counts=len(set(counts)) == 1))
     replay_batch = _batch(per_task=22)
     rows = torch.cat([torch.arange(n) + 22 * k for k, n in enumerate(counts)])
     batch = type(replay_batch)(

@@ -19,17 +19,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtrl import checks
+from mtrl.agents.acting import INITS, ActingPolicy, build_network
 from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.agents.optim import adam_step, clip_norm_, make_adam
 from mtrl.agents.policy import LOG_STD_BOUNDS, TanhGaussianPolicy
 from mtrl.balancers import Balancer, make
-from mtrl.balancers.objective import BalancedObjective, SampleLoss, compiling, gradients_of
-from mtrl.batch import Batch, Counts, map_task_chunks
+from mtrl.balancers.objective import BalancedObjective, SampleLoss, UpdatePlan, gradients_of
+from mtrl.batch import Batch, Counts, equal_count, map_task_chunks
 from mtrl.config.schema import EncoderConfig
 from mtrl.errors import UserError
-from mtrl.networks import make_network
-
-INITS = ("default", "xavier")
 
 
 @dataclass
@@ -75,17 +73,6 @@ def apply_module(module: nn.Module, params: dict[str, Tensor] | None, *args: Ten
     return module(*args) if params is None else functional_call(module, params, args)
 
 
-def initialise(module: nn.Module, scheme: str) -> None:
-    """Re-initialise the Linear layers of `module` (xavier: Xavier-uniform weights, zero biases)."""
-    if scheme == "default":
-        return
-    for sub in module.modules():
-        if isinstance(sub, nn.Linear):
-            nn.init.xavier_uniform_(sub.weight)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-
-
 class Agent:
     """Base of the agents: networks from encoder configs, the tanh-Gaussian policy, balanced optimisation."""
 
@@ -115,34 +102,18 @@ class Agent:
         self.critic_encoder = encoder_config(critic_encoder or encoder)
         self.actor = self.network(self.actor_encoder, obs_dim, 2 * act_dim)
         self.policy = TanhGaussianPolicy(self.actor, config.log_std_min, config.log_std_max, config.log_std_bounds)
+        self.acting = ActingPolicy(self.policy, device)  # what evaluation and collection load, apart from learning
         self.objectives: dict[str, BalancedObjective] = {}
+        self.plan = UpdatePlan()  # eager, equal counts; fixed by `plan_updates` and `compile` when the agent is built
         self.num_updates = 0
         self._update_step = self.update_step  # replaced by `compile`
-        self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA agents)
-        self._task_ids: tuple[np.ndarray, Tensor] | None = None  # the last task ids and their device copy
-        self.obs_normalizer: ObsNormalizer | None = None  # dataset statistics (offline); None: raw observations
 
     # ----- building -----------------------------------------------------------------------------------
     def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int) -> nn.Module:
-        """A task-conditioned network on this agent's device, initialised by `config.init`; a value the network
-        refuses is a one-line UserError naming its option (`encoder.<option>` or `agent.hidden_sizes`)."""
-        try:
-            net = make_network(
-                encoder.name,
-                in_dim,
-                out_dim,
-                self.num_tasks,
-                self.config.hidden_sizes,
-                task_names=self.task_names,
-                **encoder.options,
-            )
-        except UserError:
-            raise
-        except ValueError as err:
-            where = "agent." if str(err).startswith("hidden_sizes") else f"{encoder.key}."
-            raise UserError(f"{where}{err} (encoder={encoder.name})") from None
-        initialise(net, self.config.init)
-        return net.to(self.device)
+        """A task-conditioned network on this agent's device, initialised by `config.init`."""
+        return build_network(
+            encoder, in_dim, out_dim, self.task_names, self.config.hidden_sizes, self.config.init, self.device
+        )
 
     def optimizer(self, params: Any, lr: float) -> torch.optim.Adam:
         """Adam with the configured betas, in the device's fastest implementation (mtrl/agents/optim.py)."""
@@ -153,8 +124,16 @@ class Agent:
         losses may balance only these)."""
         return set()
 
+    def plan_updates(self, plan: UpdatePlan) -> None:
+        """Fix how every update runs (mtrl/balancers/objective.py `UpdatePlan`): each objective's layout and
+        gradient source, the temperature steps' and Adam's implementation, the rows' layout."""
+        self.plan = plan
+        for objective in self.objectives.values():
+            objective.replan(plan)
+
     def compile(self, mode: str, cuda_graphs: bool = True, backend: str = "inductor") -> None:
-        """Compile the update with torch.compile (`mode`: none, default, max or auto; see mtrl/agents/compiled.py).
+        """Compile the update with torch.compile (`mode`: none, default, max or auto; see mtrl/agents/compiled.py),
+        re-planning the update as compiled when it is; batches of unequal task counts keep the eager update.
 
         `cuda_graphs=False` keeps CUDA graphs off; `backend` is torch.compile's (tests use aot_eager).
         """
@@ -167,49 +146,21 @@ class Agent:
         chosen = dict(zip(self.networks, balancers), **by_network)
         for net in self.networks:
             balancer = chosen.get(net) or make("uniform", self.num_tasks)
-            self.objectives[net] = BalancedObjective(balancer, getattr(self, net), self.num_tasks)
+            self.objectives[net] = BalancedObjective(balancer, getattr(self, net), self.num_tasks, plan=self.plan)
 
-    # ----- acting ---------------------------------------------------------------------------------------
+    # ----- acting and observation statistics ----------------------------------------------------------
     def act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
-        """Actions for a batch of observations (one row per env slot)."""
-        ids_t = self.device_task_ids(task_ids)
-        if self.device.type != "cpu":
-            return self.policy.act(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic)
-        obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
-        # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self.policy.act(obs_t, ids_t, deterministic)
-        finally:
-            torch.set_num_threads(threads)
+        """Actions for a batch of observations (one row per env slot), from the acting policy."""
+        return self.acting.act(obs, task_ids, deterministic)
 
-    def device_obs(self, obs: np.ndarray) -> Tensor:
-        """Observations on the (CUDA) device through one reused pinned host buffer: an asynchronous copy.
+    @property
+    def obs_normalizer(self) -> ObsNormalizer | None:
+        """The observation statistics (offline runs), shared with the acting policy; None: raw observations."""
+        return self.acting.obs_normalizer
 
-        Reusing the buffer is safe because acting reads its actions back right after, which waits for the copy.
-        """
-        if self.device.type != "cuda":
-            return torch.as_tensor(obs, dtype=torch.float32).to(self.device)
-        if self._obs_buffer is None or self._obs_buffer.shape != obs.shape:
-            self._obs_buffer = torch.empty(obs.shape, dtype=torch.float32, pin_memory=True)
-        self._obs_buffer.numpy()[...] = obs
-        return self._obs_buffer.to(self.device, non_blocking=True)
-
-    def device_task_ids(self, task_ids: np.ndarray) -> Tensor:
-        """The task ids on the device, copied only when they change (env slots switch tasks rarely)."""
-        if self._task_ids is None or not np.array_equal(self._task_ids[0], task_ids):
-            ids = np.array(task_ids, dtype=np.int64)  # a copy: the caller may change its array in place
-            self._task_ids = (ids, torch.from_numpy(ids).to(self.device))
-        return self._task_ids[1]
-
-    # ----- observation statistics ---------------------------------------------------------------------
     def set_obs_normalizer(self, normalizer: ObsNormalizer | None) -> None:
         """Standardise every observation this agent sees from now on (None: use them raw)."""
-        self.obs_normalizer = normalizer
-
-    def normalize_obs(self, obs: Tensor) -> Tensor:
-        return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+        self.acting.obs_normalizer = normalizer
 
     def normalized(self, batch: Batch) -> Batch:
         """The batch with its observations and next observations standardised (unchanged without statistics)."""
@@ -225,7 +176,7 @@ class Agent:
 
     def load_normalizer_state(self, state: Mapping[str, Any]) -> None:
         saved = state.get("obs_normalizer")
-        self.obs_normalizer = None if saved is None else ObsNormalizer.from_state(saved, self.obs_dim, self.device)
+        self.set_obs_normalizer(None if saved is None else ObsNormalizer.from_state(saved, self.obs_dim, self.device))
 
     # ----- learning -------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, Tensor]:
@@ -233,6 +184,8 @@ class Agent:
 
         The metrics stay on the device (nothing here reads them back): read them on log steps only.
         """
+        if self.plan.equal_counts and equal_count(batch.counts) is None:
+            raise ValueError(f"this agent's updates are planned for equal per-task counts; got {list(batch.counts)}")
         metrics = self._update_step(self.normalized(batch.to(self.device)), self.schedule())
         self.num_updates += 1
         return metrics
@@ -259,23 +212,22 @@ class Agent:
         grads = [grads[name] for name in params]
         if self.config.clip_grad_norm is not None:
             clip_norm_(grads, self.config.clip_grad_norm)
-        adam_step(optim, list(params.values()), grads)
+        adam_step(optim, list(params.values()), grads, traced=self.plan.compiled)
         objective.after_step(sample_loss, inputs, counts, losses)
         return losses, aux
 
     def map_rows(self, fn: Any, tensors: dict[str, Tensor], counts: Counts) -> Tensor:
         """Row-wise `fn(**tensors)`: on the whole batch when every objective evaluates these counts in the
         `batch` layout, else one task chunk at a time under vmap (mtrl/balancers/objective.py)."""
-        if all(objective.whole_batch(counts) for objective in self.objectives.values()):
+        if all(objective.batch_layout for objective in self.objectives.values()):
             return fn(**tensors)
         return map_task_chunks(fn, tensors, counts)
 
-    @staticmethod
-    def descend(optim: torch.optim.Adam, params: dict[str, Tensor], loss_fn: Any) -> Any:
+    def descend(self, optim: torch.optim.Adam, params: dict[str, Tensor], loss_fn: Any) -> Any:
         """One Adam step on `params` down the scalar of `loss_fn(params) -> (loss, aux)`; returns aux
         (temperatures, Lagrange multipliers: small unbalanced parameters)."""
-        grads, aux = gradients_of(loss_fn, params, functional=compiling())
-        adam_step(optim, list(params.values()), [grads[name] for name in params])
+        grads, aux = gradients_of(loss_fn, params, functional=self.plan.compiled)
+        adam_step(optim, list(params.values()), [grads[name] for name in params], traced=self.plan.compiled)
         return aux
 
     def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:

@@ -19,8 +19,9 @@ With every network on a static balancer (uniform, the default) the update is com
 ``fullgraph=True``: one graph, no host synchronisation. With other balancers (gradient methods' host
 K x K solve, famo/igb/igbv2's host weight maths) torch.compile runs without fullgraph and never with
 CUDA graphs: the per-task gradients (vmap of grad), losses, targets and optimiser steps are compiled,
-and the graph breaks around the host step, which stays eager. Batches with unequal task counts (a
-curriculum) run the eager update: compiled shapes are static, and a new count vector would recompile.
+and the graph breaks around the host step, which stays eager. An agent planned for unequal task counts
+(a curriculum setting batch shares, CDS filtering) keeps the eager update: compiled shapes are static,
+and every new count vector would recompile. The choice is made here, once (the agent's `UpdatePlan`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
-from mtrl.batch import Batch, equal_count
+from mtrl.balancers.objective import UpdatePlan
+from mtrl.batch import Batch
 from mtrl.config.schema import COMPILE_MODES
 from mtrl.errors import UserError
 
@@ -82,8 +84,10 @@ def compile_update(agent: "Agent", mode: str, cuda_graphs: bool = True, backend:
     CUDA graphs off even where the mode would use them (to time Inductor's kernels alone); `backend`:
     torch.compile's (inductor; eager or aot_eager check the tracing alone, quickly)."""
     mode = resolve_mode(mode, agent.device)
-    if mode == "none":
+    if mode == "none" or not agent.plan.equal_counts:
+        agent.plan_updates(UpdatePlan(compiled=False, equal_counts=agent.plan.equal_counts))
         return agent.update_step
+    agent.plan_updates(UpdatePlan(compiled=True, equal_counts=True))
     static = is_static(agent)
     graphs = cuda_graphs and static and backend == "inductor" and agent.device.type == "cuda"
     options = {"mode": torch_mode(mode, agent.device, graphs)} if backend == "inductor" else {"backend": backend}
@@ -91,12 +95,11 @@ def compile_update(agent: "Agent", mode: str, cuda_graphs: bool = True, backend:
     if graphs:
         mark_static_tensors(agent)
 
+    if not graphs:
+        return compiled
+
     def step(batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
-        """The compiled update for equal task counts; the eager one otherwise."""
-        if equal_count(batch.counts) is None:
-            return agent.update_step(batch, schedule)
-        if not graphs:
-            return compiled(batch, schedule)
+        """The compiled update replayed as CUDA graphs."""
         # CUDA graphs reuse their output memory on the next replay: keep copies of the metrics.
         torch.compiler.cudagraph_mark_step_begin()
         return {name: value.clone() for name, value in compiled(batch, schedule).items()}

@@ -11,8 +11,10 @@ import torch
 
 from envs import EnvSpec, build_env_spec
 from mtrl import balancers
+from mtrl.agents.acting import ActingPolicy
 from mtrl.agents.base import Agent
 from mtrl.agents.registry import agent_class
+from mtrl.balancers.objective import UpdatePlan
 from mtrl.config.parse import parse_train
 from mtrl.config.schema import BalancerConfig, TrainConfig
 from mtrl.errors import UserError
@@ -49,7 +51,16 @@ def construct_agent(
         obs_dim, act_dim, task_names, config.agent, config.actor_encoder, device, critic_encoder=config.critic_encoder
     )
     agent.set_balancers(**build_balancers(config.balancer, agent))
+    agent.plan_updates(UpdatePlan(compiled=False, equal_counts=batches_have_equal_counts(config)))
     return agent
+
+
+def batches_have_equal_counts(config: TrainConfig) -> bool:
+    """Whether a run's batches always have equal per-task counts: online, no curriculum sets batch shares;
+    offline, the sharing mode adds a fixed number of rows per task (none, all) instead of filtering them (cds)."""
+    if config.offline_mode:
+        return config.offline.sharing in ("none", "all")
+    return config.curriculum.name == "none" or config.curriculum.drives == "env"
 
 
 def check_loss_signs(config: BalancerConfig, agent: Agent, balancer: balancers.Balancer) -> None:
@@ -73,21 +84,11 @@ def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_di
     return agent
 
 
-def check_finite(agent: Agent, where: str) -> None:
-    """Refuse an agent whose policy weights are not all finite (a diverged run)."""
-    bad = [name for name, p in agent.actor.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise UserError(
-            f"{where} holds non-finite policy weights ({bad[0]}); the run diverged: "
-            f"use an earlier checkpoint or retrain with a smaller learning rate"
-        )
-
-
 @dataclass
-class LoadedAgent:
-    """A checkpoint's agent with what it was trained on."""
+class LoadedPolicy:
+    """A checkpoint's acting policy with what it was trained on (what evaluation, collection and videos use)."""
 
-    agent: Agent
+    policy: ActingPolicy
     config: TrainConfig
     state: dict[str, Any]
     file: Path
@@ -96,9 +97,13 @@ class LoadedAgent:
     def task_names(self) -> list[str]:
         return list(self.state["env"]["tasks"])
 
-    def policy(self, deterministic: bool = True) -> PolicyFn:
+    @property
+    def agent_name(self) -> str:
+        return self.config.agent.name
+
+    def act_fn(self, deterministic: bool = True) -> PolicyFn:
         """obs (N, obs_dim), task ids (N,) -> actions (N, act_dim)."""
-        return lambda obs, task_ids: self.agent.act(obs, task_ids, deterministic=deterministic)
+        return lambda obs, task_ids: self.policy.act(obs, task_ids, deterministic=deterministic)
 
     def env_spec(self, protocol: str | None = None) -> EnvSpec:
         """The training env spec (tasks, goals from the saved goal seed), optionally under another protocol."""
@@ -108,12 +113,22 @@ class LoadedAgent:
         return build_env_spec(env, self.config.seed)
 
 
-def load_agent(path: str | Path, device: str = "auto", which: str = "latest") -> LoadedAgent:
-    """The agent of a checkpoint file or of a run directory's latest (or best) checkpoint, networks loaded."""
+def load_policy(path: str | Path, device: str = "auto", which: str = "latest") -> LoadedPolicy:
+    """The acting policy of a checkpoint file or of a run directory's latest (or best) checkpoint: the actor's
+    weights and observation statistics only (no critics, no optimisers); non-finite weights are refused."""
+    file, state = checkpoint.load(path, which=which)
+    config = parse_train(state["config"])
+    policy = ActingPolicy.from_checkpoint(state, config, pick_device(device))
+    policy.check_finite(f"checkpoint '{file}'")
+    return LoadedPolicy(policy, config, state, file)
+
+
+def load_agent(path: str | Path, device: str = "auto", which: str = "latest") -> Agent:
+    """The whole learning agent of a checkpoint (networks loaded, optimisers fresh), e.g. to inspect its critics."""
     file, state = checkpoint.load(path, which=which)
     config = parse_train(state["config"])
     config.device = device
     agent = build_agent(config, list(state["env"]["tasks"]), state["dims"]["obs"], state["dims"]["act"])
     agent.load_state_dict(state["agent"], networks_only=True)
-    check_finite(agent, f"checkpoint '{file}'")
-    return LoadedAgent(agent, config, state, file)
+    agent.acting.check_finite(f"checkpoint '{file}'")
+    return agent

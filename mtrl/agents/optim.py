@@ -17,8 +17,6 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam as functional_adam
 
-from mtrl.balancers.objective import compiling
-
 #: The implementation flags of an Adam that follow the device rather than the checkpoint.
 _DEVICE_FLAGS = ("foreach", "fused", "capturable")
 
@@ -83,10 +81,10 @@ def load_adam(optim: torch.optim.Adam, state: Mapping[str, Any]) -> None:
 
 
 @torch.no_grad()
-def adam_step(optim: torch.optim.Adam, params: list[Tensor], grads: list[Tensor]) -> None:
-    """One step of `optim` (a single-group Adam) on `params` with the given gradients, in place."""
+def adam_step(optim: torch.optim.Adam, params: list[Tensor], grads: list[Tensor], traced: bool = False) -> None:
+    """One step of `optim` (a single-group Adam) on `params` with the given gradients, in place; `traced`: the
+    update is compiled (the plan says so), so the step runs the maths torch.compile traces."""
     group = optim.param_groups[0]
-    traced = compiling()
     states = [optim.state[p] for p in params] if traced else [adam_state(optim, p) for p in params]
     # torch.compile does not trace the fused kernels: a compiled step runs the foreach maths, which it fuses itself.
     fused = bool(group["fused"]) and not traced

@@ -227,7 +227,7 @@ class SACAgent(Agent):
     @torch.no_grad()
     def task_q(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> Tensor:
         """min(Q1, Q2) of the current critics."""
-        q1, q2 = self.critic(self.normalize_obs(obs), action, task_ids)
+        q1, q2 = self.critic(self.acting.normalize_obs(obs), action, task_ids)
         return torch.min(q1, q2)
 
     # ----- state --------------------------------------------------------------------------------

@@ -17,10 +17,14 @@ update traces vmap away, and there `chunks` measured 0.89x (2 x 32) and 0.97x (3
 The update of a `static` balancer (uniform: constant weights) needs no host work at all: under
 `torch.compile` its gradients come from `torch.func.grad`, so the whole update traces as one graph;
 eagerly they come from autograd on the live parameters (less dispatch overhead than torch.func).
+
+All of these are fixed by the objective's `UpdatePlan` when it is built or re-planned, never switched per
+call: an update runs one path.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 import torch
@@ -41,10 +45,14 @@ Grads = dict[str, Tensor]  # parameter name -> gradient
 LAYOUTS = ("auto", "batch", "chunks")
 
 
-def compiling() -> bool:
-    """Whether torch.compile is tracing the caller (then gradients must come from torch.func)."""
-    is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
-    return bool(is_compiling())
+@dataclass(frozen=True)
+class UpdatePlan:
+    """How every update runs, chosen once when the agent is built: from it each objective fixes its loss layout
+    and gradient source, and Adam its implementation. A batch that does not fit (unequal counts on an
+    equal-counts plan) is an error, never a silent change of path."""
+
+    compiled: bool = False  # under torch.compile: gradients from torch.func, Adam in traceable maths
+    equal_counts: bool = True  # every batch has the same count per task (whole-batch layouts are possible)
 
 
 def gradients_of(
@@ -79,10 +87,17 @@ class BalancedObjective:
     """A network's per-sample loss, averaged per task and turned into gradients by a balancer.
 
     ``layout`` picks how loss balancers evaluate equal-count batches: ``batch``, ``chunks``, or ``auto``
-    (see the module doc).
+    (see the module doc); ``plan`` (eager, equal counts by default) fixes the rest (`replan`).
     """
 
-    def __init__(self, balancer: Balancer, module: nn.Module, num_tasks: int, layout: str = "auto"):
+    def __init__(
+        self,
+        balancer: Balancer,
+        module: nn.Module,
+        num_tasks: int,
+        layout: str = "auto",
+        plan: UpdatePlan = UpdatePlan(),
+    ):
         if layout not in LAYOUTS:
             raise ValueError(f"layout={layout!r}; expected one of {', '.join(LAYOUTS)}")
         self.balancer = balancer
@@ -99,6 +114,15 @@ class BalancedObjective:
         # A static balancer's weights never change: known up front, never copied from the device.
         self.last_weights: Tensor | None = balancer.weights(torch.zeros(num_tasks)) if balancer.static else None
         self.needs_after_step = balancer.needs_after_step
+        self._gradients = self._weighted_loss_gradients if balancer.kind == "loss" else self._balanced_gradients
+        self.replan(plan)
+
+    def replan(self, plan: UpdatePlan) -> None:
+        """Fix the path from `plan`: the loss layout (`batch_layout`) and where gradients come from (`functional`)."""
+        self.plan = plan
+        batch = self.layout == "batch" or (self.layout == "auto" and self.mixed_batches and not plan.compiled)
+        self.batch_layout = plan.equal_counts and batch
+        self.functional = plan.compiled and self.balancer.static
 
     def _chunk_loss(self, sample_loss: SampleLoss) -> Callable[[dict[str, Tensor] | None, dict[str, Tensor]], tuple]:
         """One task chunk's (mean loss, {name: mean of the detached extra outputs}), padding rows masked out."""
@@ -117,12 +141,6 @@ class BalancedObjective:
     def parameters(self) -> dict[str, Tensor]:
         """The module's parameters in G's column order: shared ones first, then task-specific ones (do not mutate)."""
         return self._params
-
-    def whole_batch(self, counts: Counts) -> bool:
-        """Whether losses on a batch with these counts are evaluated in the `batch` layout (see the module doc)."""
-        if equal_count(counts) is None:
-            return False
-        return self.layout == "batch" or (self.layout == "auto" and self.mixed_batches and not compiling())
 
     def task_losses(
         self,
@@ -145,7 +163,9 @@ class BalancedObjective:
         """`task_losses` with `params` given to the sample loss as is (None: it calls the module directly,
         eagerly cheaper than functional_call)."""
         counts = task_counts(counts)
-        if self.whole_batch(counts):
+        if self.batch_layout:
+            if equal_count(counts) is None:
+                raise ValueError(f"this objective is planned for equal per-task counts; got {list(counts)}")
             per_sample, aux = split_sample_loss(sample_loss(params, **tensors))
 
             def means(values: Tensor) -> Tensor:
@@ -172,19 +192,29 @@ class BalancedObjective:
         Host work happens only where the balancer needs it: none for a static balancer, the K x K solve
         (one device-to-host round trip) for gradient methods, the weight maths of famo/igb/igbv2.
         """
+        return self._gradients(sample_loss, tensors, counts)
+
+    def _weighted_loss_gradients(
+        self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor
+    ) -> tuple[Grads, Tensor, TaskAux]:
+        """A loss balancer: the gradient of sum_i c_i l_i (autograd, or torch.func when `functional`)."""
         params = self.parameters()
-        if self.balancer.kind == "loss":
 
-            def weighted(values: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, TaskAux, Tensor]]:
-                losses, aux = self._task_losses(sample_loss, tensors, counts, None if values is params else values)
-                weights = self.balancer.weights(losses.detach()).to(losses)
-                return (weights * losses).sum(), (losses.detach(), aux, weights.detach())
+        def weighted(values: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, TaskAux, Tensor]]:
+            losses, aux = self._task_losses(sample_loss, tensors, counts, None if values is params else values)
+            weights = self.balancer.weights(losses.detach()).to(losses)
+            return (weights * losses).sum(), (losses.detach(), aux, weights.detach())
 
-            functional = self.balancer.static and compiling()
-            grads, (losses, aux, weights) = gradients_of(weighted, params, functional)
-            if not self.balancer.static:
-                self.last_weights = weights
-            return grads, losses, aux
+        grads, (losses, aux, weights) = gradients_of(weighted, params, self.functional)
+        if not self.balancer.static:
+            self.last_weights = weights
+        return grads, losses, aux
+
+    def _balanced_gradients(
+        self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor
+    ) -> tuple[Grads, Tensor, TaskAux]:
+        """A gradient method: per-task gradients, the balancer's combination of their shared columns."""
+        params = self.parameters()
         G, (losses, aux) = self.per_task_gradients(sample_loss, tensors, counts)
         direction, weights = self.balancer.combine(G[:, : self.num_shared], losses.detach())
         if self.num_shared < G.shape[1]:

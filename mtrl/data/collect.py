@@ -85,16 +85,16 @@ def make_policies(config: CollectConfig, spec: EnvSpec) -> tuple[dict[str, ActFn
         )
     if not config.checkpoint:
         raise UserError("policy=agent needs checkpoint=<run dir or checkpoint file>")
-    from mtrl.agents.factory import load_agent
+    from mtrl.agents.factory import load_policy
 
-    loaded = load_agent(config.checkpoint, config.device)
+    loaded = load_policy(config.checkpoint, config.device)
     trained = loaded.task_names
     missing = [t for t in spec.task_names if t not in trained]
     if missing:
         raise UserError(
             f"checkpoint '{loaded.file}' was trained on {', '.join(trained)}; it has no policy for {', '.join(missing)}"
         )
-    act = loaded.policy(config.deterministic)
+    act = loaded.act_fn(config.deterministic)
     where = f"collection with checkpoint '{loaded.file}'"
 
     def act_for(task_id: int) -> ActFn:
@@ -103,7 +103,7 @@ def make_policies(config: CollectConfig, spec: EnvSpec) -> tuple[dict[str, ActFn
 
     return (
         {name: act_for(trained.index(name)) for name in spec.task_names},
-        {"policy": loaded.agent.name, "checkpoint": str(loaded.file), "deterministic": config.deterministic},
+        {"policy": loaded.agent_name, "checkpoint": str(loaded.file), "deterministic": config.deterministic},
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from envs import EnvSpec, build_env_spec
 from envs.scripted import ScriptedPolicy
 from envs.tasks import resolve_tasks
-from mtrl.agents.factory import PolicyFn, load_agent
+from mtrl.agents.factory import PolicyFn, load_policy
 from mtrl.config.schema import EvaluateConfig
 from mtrl.errors import UserError
 from mtrl.eval import video
@@ -38,7 +38,7 @@ def checkpoint_policy(config: EvaluateConfig) -> tuple[PolicyFn, EnvSpec, Path, 
     the checkpoint's identity: its absolute path, step and config hash."""
     if config.checkpoint is None:
         raise UserError("policy=agent needs checkpoint=<run dir or checkpoint file>")
-    loaded = load_agent(config.checkpoint, config.device, config.which)
+    loaded = load_policy(config.checkpoint, config.device, config.which)
     if config.env is not None:
         _, asked = resolve_tasks(config.env.tasks)
         if asked != loaded.task_names:
@@ -46,7 +46,7 @@ def checkpoint_policy(config: EvaluateConfig) -> tuple[PolicyFn, EnvSpec, Path, 
     spec = loaded.env_spec(config.protocol)
     file = loaded.file
     output = Path(config.output or file.with_name(f"{file.stem}_eval_{spec.protocol.name}.json"))
-    act, where = loaded.policy(config.deterministic), f"evaluation of checkpoint '{file}'"
+    act, where = loaded.act_fn(config.deterministic), f"evaluation of checkpoint '{file}'"
     source = {
         "policy": "agent",
         "checkpoint": str(file.resolve()),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mtrl.agents.cql import CQLAgent, CQLConfig
-from mtrl.agents.factory import load_agent
+from mtrl.agents.factory import load_policy
 from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.batch import Batch
 from mtrl.data.dataset import load_dataset
@@ -114,11 +114,11 @@ def test_offline_runs_standardise_with_the_dataset_statistics_by_default(tmp_pat
     overrides = ["mode=offline", f"dataset={data}", "env.horizon=20", "total_steps=2", "eval_every=0"]
     config = smoke_run_config(run_dir, *overrides, f"offline.normalize_obs={str(normalize).lower()}")
     OfflineTrainer(config, run_dir).run()
-    loaded = load_agent(run_dir, "cpu")
+    loaded = load_policy(run_dir, "cpu")
     saved = checkpoint.load(run_dir)[1]["agent"]
     if not normalize:
-        assert loaded.agent.obs_normalizer is None and "obs_normalizer" not in saved
+        assert loaded.policy.obs_normalizer is None and "obs_normalizer" not in saved
         return
     dataset = load_dataset(data, with_state=False)
     pooled = np.concatenate([dataset.tasks[name].obs for name in dataset.task_names]).astype(np.float64)
-    np.testing.assert_allclose(loaded.agent.obs_normalizer.mean.numpy(), pooled.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.policy.obs_normalizer.mean.numpy(), pooled.mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtrl.agents.factory import load_agent
+from mtrl.agents.factory import load_policy
 from mtrl.errors import UserError
 from mtrl.eval.evaluation import EvalResult, TaskResult
 from mtrl.io import checkpoint
@@ -103,9 +103,9 @@ def test_which_best_resolves_best_pt_and_loads_its_weights(trainer):
     run_dir = trainer.run_dir
     assert checkpoint.resolve(run_dir, "best") == run_dir / "checkpoints" / "best.pt"
     assert checkpoint.resolve(run_dir, "latest").name == "step_000000000003.pt"
-    best, latest = load_agent(run_dir, "cpu", which="best"), load_agent(run_dir, "cpu", which="latest")
-    assert all(torch.all(p == 2.0) for p in best.agent.actor.parameters())
-    assert all(torch.all(p == 3.0) for p in latest.agent.actor.parameters())
+    best, latest = load_policy(run_dir, "cpu", which="best"), load_policy(run_dir, "cpu", which="latest")
+    assert all(torch.all(p == 2.0) for p in best.policy.network.parameters())
+    assert all(torch.all(p == 3.0) for p in latest.policy.network.parameters())
 
 
 def evaluated_steps(run_dir) -> list[int]:

@@ -11,6 +11,7 @@ import torch
 from mtrl import balancers
 from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.sac import SACConfig
+from mtrl.balancers.objective import UpdatePlan
 from mtrl.batch import Batch, task_mean
 from mtrl.errors import UserError
 
@@ -20,7 +21,7 @@ K, OBS, ACT, N = 3, 7, 4, 5
 def _agent(encoder="onehot", **cql) -> CQLAgent:
     torch.manual_seed(0)
     options = {f"cql_{k}" if k in ("alpha", "temperature", "lagrange", "target_gap") else k: v for k, v in cql.items()}
-    return CQLAgent(
+    agent = CQLAgent(
         OBS,
         ACT,
         [f"t{i}" for i in range(K)],
@@ -28,6 +29,8 @@ def _agent(encoder="onehot", **cql) -> CQLAgent:
         {"name": encoder},
         torch.device("cpu"),
     )
+    agent.plan_updates(UpdatePlan(equal_counts=False))  # CDS-like batches: unequal rows per task
+    return agent
 
 
 def _batch(counts=(6, 2, 9)) -> Batch:

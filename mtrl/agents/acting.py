@@ -1,0 +1,140 @@
+"""The acting policy: what evaluation, collection and videos load, apart from the learning agent.
+
+It holds only what acting needs — the actor network, the tanh-Gaussian head, the observation statistics —
+and moves observations and task ids to its device without per-call overhead (task ids are copied only when
+they change; CUDA observations go through one reused pinned buffer). A learning agent owns one and acts
+through it; `from_checkpoint` builds one from a checkpoint's actor weights alone (no critics, no optimisers).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mtrl.agents.obs_norm import ObsNormalizer
+from mtrl.agents.policy import TanhGaussianPolicy
+from mtrl.config.schema import EncoderConfig
+from mtrl.errors import UserError
+from mtrl.networks import make_network
+
+INITS = ("default", "xavier")
+
+
+def initialise(module: nn.Module, scheme: str) -> None:
+    """Re-initialise the Linear layers of `module` (xavier: Xavier-uniform weights, zero biases)."""
+    if scheme == "default":
+        return
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.xavier_uniform_(sub.weight)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+
+
+def build_network(
+    encoder: EncoderConfig,
+    in_dim: int,
+    out_dim: int,
+    task_names: list[str],
+    hidden_sizes: list[int],
+    init: str,
+    device: torch.device,
+) -> nn.Module:
+    """A task-conditioned network on `device`, initialised by `init`; a value the network refuses is a one-line
+    UserError naming its option (`encoder.<option>`, `<net>.encoder_options.<option>` or `agent.hidden_sizes`)."""
+    try:
+        net = make_network(
+            encoder.name, in_dim, out_dim, len(task_names), hidden_sizes, task_names=task_names, **encoder.options
+        )
+    except UserError:
+        raise
+    except ValueError as err:
+        where = "agent." if str(err).startswith("hidden_sizes") else f"{encoder.key}."
+        raise UserError(f"{where}{err} (encoder={encoder.name})") from None
+    initialise(net, init)
+    return net.to(device)
+
+
+class ActingPolicy:
+    """Actions for observations of given tasks from an actor network (one forward for all env slots)."""
+
+    def __init__(self, policy: TanhGaussianPolicy, device: torch.device):
+        self.policy = policy
+        self.device = device
+        self.obs_normalizer: ObsNormalizer | None = None  # dataset statistics (offline); None: raw observations
+        self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA)
+        self._task_ids: tuple[np.ndarray, Tensor] | None = None  # the last task ids and their device copy
+
+    @property
+    def network(self) -> nn.Module:
+        return self.policy.network
+
+    @classmethod
+    def from_checkpoint(cls, state: Mapping[str, Any], config: Any, device: torch.device) -> "ActingPolicy":
+        """The policy of a checkpoint's state (its `config` the run's TrainConfig): the actor's weights and the
+        observation statistics, nothing of the learner."""
+        agent, dims = config.agent, state["dims"]
+        task_names = list(state["env"]["tasks"])
+        network = build_network(
+            config.actor_encoder, dims["obs"], 2 * dims["act"], task_names, agent.hidden_sizes, "default", device
+        )
+        try:
+            network.load_state_dict(state["agent"]["actor"])
+        except (RuntimeError, KeyError) as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            raise UserError(f"checkpoint actor does not match its config's network: {lines[-1]}") from None
+        acting = cls(TanhGaussianPolicy(network, agent.log_std_min, agent.log_std_max, agent.log_std_bounds), device)
+        saved = state["agent"].get("obs_normalizer")
+        acting.obs_normalizer = None if saved is None else ObsNormalizer.from_state(saved, dims["obs"], device)
+        return acting
+
+    def normalize_obs(self, obs: Tensor) -> Tensor:
+        return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
+
+    def act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
+        """Actions (N, act_dim) for observations (N, obs_dim) of the given task ids (N,)."""
+        ids_t = self.device_task_ids(task_ids)
+        if self.device.type != "cpu":
+            return self.policy.act(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic)
+        obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
+        # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.policy.act(obs_t, ids_t, deterministic)
+        finally:
+            torch.set_num_threads(threads)
+
+    def device_obs(self, obs: np.ndarray) -> Tensor:
+        """Observations on the (CUDA) device through one reused pinned host buffer: an asynchronous copy.
+
+        Reusing the buffer is safe because acting reads its actions back right after, which waits for the copy.
+        """
+        if self.device.type != "cuda":
+            return torch.as_tensor(obs, dtype=torch.float32).to(self.device)
+        if self._obs_buffer is None or self._obs_buffer.shape != obs.shape:
+            self._obs_buffer = torch.empty(obs.shape, dtype=torch.float32, pin_memory=True)
+        self._obs_buffer.numpy()[...] = obs
+        return self._obs_buffer.to(self.device, non_blocking=True)
+
+    def device_task_ids(self, task_ids: np.ndarray) -> Tensor:
+        """The task ids on the device, copied only when they change (env slots switch tasks rarely)."""
+        if self._task_ids is None or not np.array_equal(self._task_ids[0], task_ids):
+            ids = np.array(task_ids, dtype=np.int64)  # a copy: the caller may change its array in place
+            self._task_ids = (ids, torch.from_numpy(ids).to(self.device))
+        return self._task_ids[1]
+
+    def check_finite(self, where: str) -> None:
+        """Refuse non-finite policy weights (a diverged run)."""
+        bad = [name for name, p in self.network.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise UserError(
+                f"{where} holds non-finite policy weights ({bad[0]}); the run diverged: "
+                f"use an earlier checkpoint or retrain with a smaller learning rate"
+            )
+
+
+__all__ = ["ActingPolicy", "build_network", "initialise", "INITS"]
