@@ -240,6 +240,7 @@ def test_a_dataset_given_as_a_checkpoint_is_called_a_dataset(tmp_path):
     "script,args,fragment,absent",
     [
         ("train.py", ["balancer=nashmtl", "balancer.variant=mtrl"], "balancer has the options: apply_to", "mean"),
+        ("train.py", ["balancer=famo", "balancer.loss_weighting=igb"], "balancer has the options: apply_to", "mean"),
         ("train.py", ["replay_device=cuda:0"], "replay_device='cuda:0' but CUDA", "device='cuda"),
         ("evaluate.py", ["checkpoint=x", "episodes=1"], "did you mean episodes_per_task?", "video_episodes"),
     ],
