@@ -28,8 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from common import filled_replay  # noqa: E402
+
 from mtrl.agents.factory import build_agent  # noqa: E402
 from mtrl.config.schema import TrainConfig  # noqa: E402
 

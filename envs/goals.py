@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import metaworld
@@ -11,7 +12,16 @@ __all__ = ["Goal", "make_goals"]
 
 
 def make_goals(benchmark: str, task_names: Sequence[str], seed: int) -> dict[str, list[Goal]]:
-    """Return the 50 training goals of each task, exactly as metaworld's MT10/MT50/MT1 make them for `seed`."""
+    """Return the 50 training goals of each task, exactly as metaworld's MT10/MT50/MT1 make them for `seed`.
+
+    Generating them resets every task's env (seconds for MT10); a process asks again for the same goals (the dry
+    build, then the run), so they are made once per (benchmark, tasks, seed) and handed out as new lists.
+    """
+    return {name: list(goals) for name, goals in _goals(benchmark, tuple(task_names), seed).items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _goals(benchmark: str, task_names: tuple[str, ...], seed: int) -> dict[str, tuple[Goal, ...]]:
     if benchmark == "mt10":
         goals = metaworld.MT10(seed=seed).train_tasks
     elif benchmark == "mt50":
@@ -22,4 +32,4 @@ def make_goals(benchmark: str, task_names: Sequence[str], seed: int) -> dict[str
     for goal in goals:
         if goal.env_name in by_task:
             by_task[goal.env_name].append(goal)
-    return by_task
+    return {name: tuple(found) for name, found in by_task.items()}  # goals are immutable named tuples

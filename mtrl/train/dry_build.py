@@ -13,7 +13,8 @@ import dataclasses
 import torch
 
 from envs import EnvSpec, build_env_spec
-from envs.tasks import ACT_DIM, OBS_DIM
+from envs.tasks import ACT_DIM, OBS_DIM, resolve_tasks
+from mtrl import balancers
 from mtrl.agents.factory import construct_agent
 from mtrl.config.schema import TrainConfig
 from mtrl.curriculum.driver import CurriculumDriver
@@ -27,6 +28,9 @@ def dry_build(config: TrainConfig) -> EnvSpec:
     Returns the env spec (tasks, goals) the run will use.
     """
     pick_device(config.device)
+    num_tasks = len(resolve_tasks(config.env.tasks)[1])
+    balancers.make(config.balancer.name, num_tasks, **config.balancer.options)  # cheap checks first: a refused
+    CurriculumDriver.from_config(config.curriculum, num_tasks)  # value ends the command before the slow parts
     if config.offline_mode:
         from mtrl.data.offline import dataset_env_spec
 
@@ -40,7 +44,6 @@ def dry_build(config: TrainConfig) -> EnvSpec:
         replay_device(config, torch.device("cpu"), 0)
         dims = (OBS_DIM, ACT_DIM)
     construct_agent(config, spec.task_names, *dims, torch.device("cpu"))
-    CurriculumDriver.from_config(config.curriculum, len(spec.task_names))
     return spec
 
 
