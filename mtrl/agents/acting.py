@@ -58,6 +58,17 @@ def build_network(
     return net.to(device)
 
 
+def load_modules(modules: Mapping[str, nn.Module], state: Mapping[str, Any]) -> None:
+    """Load each module's weights from `state[name]`; a shape or key mismatch is one UserError line."""
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(state[name])
+        except (RuntimeError, KeyError) as err:
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+            raise UserError(f"checkpoint networks do not match this config's networks ({name}): {detail}") from None
+
+
 class ActingPolicy:
     """Actions for observations of given tasks from an actor network (one forward for all env slots)."""
 
@@ -81,11 +92,7 @@ class ActingPolicy:
         network = build_network(
             config.actor_encoder, dims["obs"], 2 * dims["act"], task_names, agent.hidden_sizes, "default", device
         )
-        try:
-            network.load_state_dict(state["agent"]["actor"])
-        except (RuntimeError, KeyError) as err:
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-            raise UserError(f"checkpoint actor does not match its config's network: {lines[-1]}") from None
+        load_modules({"actor": network}, state["agent"])
         acting = cls(TanhGaussianPolicy(network, agent.log_std_min, agent.log_std_max, agent.log_std_bounds), device)
         saved = state["agent"].get("obs_normalizer")
         acting.obs_normalizer = None if saved is None else ObsNormalizer.from_state(saved, dims["obs"], device)
@@ -137,4 +144,4 @@ class ActingPolicy:
             )
 
 
-__all__ = ["ActingPolicy", "build_network", "initialise", "INITS"]
+__all__ = ["ActingPolicy", "build_network", "initialise", "load_modules", "INITS"]

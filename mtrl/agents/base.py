@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtrl import checks
-from mtrl.agents.acting import INITS, ActingPolicy, build_network
+from mtrl.agents.acting import INITS, ActingPolicy, build_network, load_modules  # noqa: F401 (agents import it)
 from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.agents.optim import adam_step, clip_norm_, make_adam
 from mtrl.agents.policy import LOG_STD_BOUNDS, TanhGaussianPolicy
@@ -266,14 +266,3 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
         raise NotImplementedError
-
-
-def load_modules(modules: Mapping[str, nn.Module], state: Mapping[str, Any]) -> None:
-    """Load each module's weights from `state[name]`; a shape or key mismatch is one UserError line."""
-    for name, module in modules.items():
-        try:
-            module.load_state_dict(state[name])
-        except (RuntimeError, KeyError) as err:
-            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-            detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
-            raise UserError(f"checkpoint networks do not match this config's networks ({name}): {detail}") from None
