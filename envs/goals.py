@@ -12,7 +12,7 @@ __all__ = ["Goal", "make_goals"]
 
 
 def make_goals(benchmark: str, task_names: Sequence[str], seed: int) -> dict[str, list[Goal]]:
-    """Return the 50 training goals of each task, exactly as metaworld's MT10/MT50/MT1 make them for `seed`.
+    """Return the 50 training goals of each task, exactly as metaworld's MT10/MT25/MT50/MT1 make them for `seed`.
 
     Generating them resets every task's env (seconds for MT10); a process asks again for the same goals (the dry
     build, then the run), so they are made once per (benchmark, tasks, seed) and handed out as new lists.
@@ -22,10 +22,9 @@ def make_goals(benchmark: str, task_names: Sequence[str], seed: int) -> dict[str
 
 @functools.lru_cache(maxsize=8)
 def _goals(benchmark: str, task_names: tuple[str, ...], seed: int) -> dict[str, tuple[Goal, ...]]:
-    if benchmark == "mt10":
-        goals = metaworld.MT10(seed=seed).train_tasks
-    elif benchmark == "mt50":
-        goals = metaworld.MT50(seed=seed).train_tasks
+    benchmarks = {"mt10": metaworld.MT10, "mt25": metaworld.MT25, "mt50": metaworld.MT50}
+    if benchmark in benchmarks:
+        goals = benchmarks[benchmark](seed=seed).train_tasks
     else:
         goals = [g for name in task_names for g in metaworld.MT1(name, seed=seed).train_tasks]
     by_task: dict[str, list[Goal]] = {name: [] for name in task_names}

@@ -1,4 +1,4 @@
-"""Benchmark and task-name resolution: mt10, mt50, mt1-<task>, or an explicit list of task names."""
+"""Benchmark and task-name resolution: mt10, mt25, mt50, mt1-<task>, or an explicit list of task names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from mtrl.errors import UserError
 ALL_TASKS: tuple[str, ...] = tuple(metaworld.ALL_V3_ENVIRONMENTS)
 MT10_TASKS: tuple[str, ...] = tuple(metaworld.env_dict.MT10_V3)
 MT50_TASKS: tuple[str, ...] = tuple(metaworld.env_dict.MT50_V3)
-BENCHMARKS = {"mt10": MT10_TASKS, "mt50": MT50_TASKS}
+MT25_TASKS: tuple[str, ...] = tuple(metaworld.env_dict.MT25_V3)  # Meta-World+'s MT25
+BENCHMARKS = {"mt10": MT10_TASKS, "mt25": MT25_TASKS, "mt50": MT50_TASKS}
 #: Observation and action widths of every Meta-World v3 task (what a run sizes its networks by).
 OBS_DIM, ACT_DIM = 39, 4
 
@@ -41,7 +42,7 @@ def resolve_tasks(spec: str | Sequence[str]) -> tuple[str, list[str]]:
             return f"mt1-{task}", [task]
         if "," in key:
             return resolve_tasks([t.strip() for t in key.split(",") if t.strip()])
-        raise UserError(f"unknown benchmark '{spec}'; use mt10, mt50, mt1-<task> or a list of task names")
+        raise UserError(f"unknown benchmark '{spec}'; use mt10, mt25, mt50, mt1-<task> or a list of task names")
     tasks = [_check_task(str(t)) for t in spec]
     if not tasks:
         raise UserError("env.tasks is empty; give at least one Meta-World task name")

@@ -22,6 +22,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: (file, key) -> why the file's value is not the owner's default.
 EXPLICIT_OVERRIDES = {
     ("env/mt50.yaml", "tasks"): "the group selects MT50",
+    ("env/mt25.yaml", "tasks"): "the group selects MT25",
     ("env/none.yaml", "tasks"): "no env: evaluate.py takes the checkpoint's tasks",
 }
 

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from tests.conftest import ROOT, compose_config
 
 EXPERIMENTS = ROOT / "configs" / "experiment"
-PRESETS = ("mt10_mtrl", "mt50_mtrl", "mt10_mwplus", "mt50_mwplus")
-NUM_TASKS = {"mt10": 10, "mt50": 50}
+PRESETS = ("mt10_mtrl", "mt50_mtrl", "mt10_mwplus", "mt25_mwplus", "mt50_mwplus")
+NUM_TASKS = {"mt10": 10, "mt25": 25, "mt50": 50}
 #: Every source trains for 2M vector steps (one step of every task).
 VECTOR_STEPS = 2_000_000
 #: Protocol horizons; the mtrl source evaluates only at episode starts (150-step episodes).
@@ -54,6 +54,9 @@ EXPECTED = {
         "env.protocol": "metaworld",
         "env.reward_normalization": False,
         "agent.hidden_sizes": [400, 400, 400],
+        "agent.init": "he_uniform",
+        "agent.adam_eps": 1e-5,
+        "agent.critic_loss": "mean",
         "agent.log_std_bounds": "clamp",
         "agent.clip_grad_norm": 1.0,
         "batch_size_per_task": 128,
@@ -62,11 +65,30 @@ EXPECTED = {
         "eval_every": 200_000,
         "eval_episodes": 50,
     },
+    "mt25_mwplus": {
+        "env.tasks": "mt25",
+        "env.protocol": "metaworld",
+        "env.reward_normalization": False,
+        "agent.hidden_sizes": [400, 400, 400],
+        "agent.init": "he_uniform",
+        "agent.adam_eps": 1e-5,
+        "agent.critic_loss": "mean",
+        "agent.log_std_bounds": "clamp",
+        "agent.clip_grad_norm": 1.0,
+        "batch_size_per_task": 128,
+        "replay_capacity": 2_500_000,
+        "warmup_steps": 100_000,
+        "eval_every": 200_000,
+        "eval_episodes": 50,
+    },
     "mt50_mwplus": {
         "env.tasks": "mt50",
         "env.protocol": "metaworld",
         "env.reward_normalization": False,
         "agent.hidden_sizes": [400, 400, 400],
+        "agent.init": "he_uniform",
+        "agent.adam_eps": 1e-5,
+        "agent.critic_loss": "mean",
         "agent.log_std_bounds": "clamp",
         "agent.clip_grad_norm": 1.0,
         "batch_size_per_task": 128,

@@ -8,6 +8,7 @@ through it; `from_checkpoint` builds one from a checkpoint's actor weights alone
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,18 +21,46 @@ from mtrl.config.schema import EncoderConfig
 from mtrl.errors import UserError
 from mtrl.networks import make_network
 
-INITS = ("default", "xavier")
+INITS = ("default", "xavier", "he_uniform")
+#: he_uniform's output-layer ranges by network role: U(-b, b) weights and biases
+#: (Meta-World+, rl/networks.py:34-40,226-228).
+HEAD_BOUNDS = {"actor": 1e-3, "critic": 3e-3}
 
 
-def initialise(module: nn.Module, scheme: str) -> None:
-    """Re-initialise the Linear layers of `module` (xavier: Xavier-uniform weights, zero biases)."""
-    if scheme == "default":
-        return
-    for sub in module.modules():
-        if isinstance(sub, nn.Linear):
-            nn.init.xavier_uniform_(sub.weight)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
+def linear_layers(module: nn.Module) -> list[tuple[Tensor, Tensor | None]]:
+    """(weight, bias) of every linear layer in `module`, in module order: nn.Linear and the per-task and parallel
+    linears (weights (..., out, in))."""
+    from mtrl.networks.blocks import ParallelLinear, TaskLinear
+
+    kinds = (nn.Linear, TaskLinear, ParallelLinear)
+    return [(sub.weight, sub.bias) for sub in module.modules() if isinstance(sub, kinds)]
+
+
+@torch.no_grad()
+def initialise(module: nn.Module, scheme: str, head_bound: float | None = None) -> None:
+    """Re-initialise the linear layers of `module`.
+
+    xavier: Xavier-uniform nn.Linear weights, zero biases (facebookresearch/mtrl). he_uniform: every linear
+    layer's weights U(+-sqrt(6 / fan_in)), zero biases, and the output layer (the last linear layer) U(+-head_bound)
+    in weights and biases when `head_bound` is given (Meta-World+).
+    """
+    if scheme == "xavier":
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                nn.init.xavier_uniform_(sub.weight)
+                if sub.bias is not None:
+                    nn.init.zeros_(sub.bias)
+    elif scheme == "he_uniform":
+        layers = linear_layers(module)
+        for weight, bias in layers:
+            bound = math.sqrt(6.0 / weight.shape[-1])
+            weight.uniform_(-bound, bound)
+            if bias is not None:
+                bias.zero_()
+        if layers and head_bound is not None:
+            for tensor in layers[-1]:
+                if tensor is not None:
+                    tensor.uniform_(-head_bound, head_bound)
 
 
 def build_network(
@@ -42,9 +71,11 @@ def build_network(
     hidden_sizes: list[int],
     init: str,
     device: torch.device,
+    role: str = "actor",
 ) -> nn.Module:
-    """A task-conditioned network on `device`, initialised by `init`; a value the network refuses is a one-line
-    UserError naming its option (`encoder.<option>`, `<net>.encoder_options.<option>` or `agent.hidden_sizes`)."""
+    """A task-conditioned network on `device`, initialised by `init` (`role`, actor or critic, picks he_uniform's
+    output range); a value the network refuses is a one-line UserError naming its option (`encoder.<option>`,
+    `<net>.encoder_options.<option>` or `agent.hidden_sizes`)."""
     try:
         net = make_network(
             encoder.name, in_dim, out_dim, len(task_names), hidden_sizes, task_names=task_names, **encoder.options
@@ -54,7 +85,7 @@ def build_network(
     except ValueError as err:
         where = "agent." if str(err).startswith("hidden_sizes") else f"{encoder.key}."
         raise UserError(f"{where}{err} (encoder={encoder.name})") from None
-    initialise(net, init)
+    initialise(net, init, HEAD_BOUNDS[role])
     return net.to(device)
 
 
@@ -144,4 +175,4 @@ class ActingPolicy:
             )
 
 
-__all__ = ["ActingPolicy", "build_network", "initialise", "load_modules", "INITS"]
+__all__ = ["ActingPolicy", "build_network", "initialise", "linear_layers", "load_modules", "INITS", "HEAD_BOUNDS"]

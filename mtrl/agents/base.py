@@ -36,11 +36,12 @@ class AgentConfig:
 
     name: str = ""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    init: str = "default"  # default: PyTorch's; xavier: Xavier-uniform weights, zero biases (facebookresearch/mtrl)
+    init: str = "default"  # default: PyTorch's; xavier: facebookresearch/mtrl's; he_uniform: Meta-World+'s (acting.py)
     log_std_min: float = -20.0
     log_std_max: float = 2.0
     log_std_bounds: str = "clamp"  # clamp, or tanh (facebookresearch/mtrl's smooth map into the bounds)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8  # PyTorch's; Meta-World+ uses 1e-5
     clip_grad_norm: float | None = None  # clip each network's gradient to this norm (None: no clipping)
 
     def __post_init__(self) -> None:
@@ -52,6 +53,7 @@ class AgentConfig:
         if not isinstance(self.adam_betas, (list, tuple)) or len(self.adam_betas) != 2:
             raise checks.fail("agent.adam_betas", self.adam_betas, "two numbers in [0, 1)")
         self.adam_betas = [checks.number("agent.adam_betas", b, 0, 1, strict_high=True) for b in self.adam_betas]
+        self.adam_eps = checks.number("agent.adam_eps", self.adam_eps, 0, strict_low=True)
         if self.clip_grad_norm is not None:
             self.clip_grad_norm = checks.number("agent.clip_grad_norm", self.clip_grad_norm, 0, strict_low=True)
 
@@ -80,6 +82,7 @@ class Agent:
     mode: ClassVar[str] = "online"  # online (learns while collecting) or offline (from a dataset)
     has_q: ClassVar[bool] = False  # whether task_q exists (conservative data sharing needs it)
     networks: ClassVar[tuple[str, ...]] = ()  # the trained networks, each with its own balancer
+    balanced_extras: ClassVar[tuple[str, ...]] = ()  # other parameters `balancer.apply_to` may name (SAC: alpha)
     Config: ClassVar[type[AgentConfig]] = AgentConfig
 
     def __init__(
@@ -109,15 +112,16 @@ class Agent:
         self._update_step = self.update_step  # replaced by `compile`
 
     # ----- building -----------------------------------------------------------------------------------
-    def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int) -> nn.Module:
-        """A task-conditioned network on this agent's device, initialised by `config.init`."""
+    def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int, role: str = "actor") -> nn.Module:
+        """A task-conditioned network on this agent's device, initialised by `config.init` (`role`: actor or
+        critic, whose output layers he_uniform initialises at different ranges)."""
         return build_network(
-            encoder, in_dim, out_dim, self.task_names, self.config.hidden_sizes, self.config.init, self.device
+            encoder, in_dim, out_dim, self.task_names, self.config.hidden_sizes, self.config.init, self.device, role
         )
 
     def optimizer(self, params: Any, lr: float) -> torch.optim.Adam:
-        """Adam with the configured betas, in the device's fastest implementation (mtrl/agents/optim.py)."""
-        return make_adam(params, lr, tuple(self.config.adam_betas), self.device)
+        """Adam with the configured betas and epsilon, in the device's fastest implementation (mtrl/agents/optim.py)."""
+        return make_adam(params, lr, tuple(self.config.adam_betas), self.device, self.config.adam_eps)
 
     def nonnegative_losses(self) -> set[str]:
         """The trained networks whose per-task losses can never be negative (balancers that take logarithms of
@@ -203,14 +207,21 @@ class Agent:
         raise NotImplementedError
 
     def step(
-        self, network: str, optim: torch.optim.Adam, sample_loss: SampleLoss, inputs: dict[str, Tensor], counts: Counts
+        self,
+        network: str,
+        optim: torch.optim.Adam,
+        sample_loss: SampleLoss,
+        inputs: dict[str, Tensor],
+        counts: Counts,
+        clip: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Balanced gradients, optional clipping, Adam step, then the balancer's post-step update (FAMO)."""
+        """Balanced gradients, clipping (`clip_grad_norm`, unless `clip` is off), Adam step, then the balancer's
+        post-step update (FAMO)."""
         objective = self.objectives[network]
         grads, losses, aux = objective.gradients(sample_loss, inputs, counts)
         params = objective.parameters()
         grads = [grads[name] for name in params]
-        if self.config.clip_grad_norm is not None:
+        if clip and self.config.clip_grad_norm is not None:
             clip_norm_(grads, self.config.clip_grad_norm)
         adam_step(optim, list(params.values()), grads, traced=self.plan.compiled)
         objective.after_step(sample_loss, inputs, counts, losses)

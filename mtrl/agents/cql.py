@@ -160,11 +160,11 @@ class CQLAgent(SACAgent):
         cql_log_density: Tensor,
         cql_weight: Tensor,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """SAC's squared TD errors of both critics plus the weighted conservative penalty; also the penalty."""
+        """SAC's squared TD errors of both critics plus the weighted conservative penalty (both summed or averaged
+        over the critics, `critic_loss`); also the penalty."""
         q1, q2 = apply_module(self.critic, params, obs, action, task_ids)
-        td = (q1 - target).pow(2) + (q2 - target).pow(2)
         penalty = self.conservative_penalty(params, obs, task_ids, cql_actions, cql_log_density, (q1, q2))
-        return td + cql_weight * penalty, {"penalty": penalty}
+        return self.td_loss(q1, q2, target) + self.critic_scale * cql_weight * penalty, {"penalty": penalty}
 
     # ----- actor: behaviour cloning during the first bc_updates updates, then SAC's loss -------------
     def actor_inputs(self, batch: Batch) -> dict[str, Tensor]:

@@ -25,21 +25,32 @@ PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def build_balancers(config: BalancerConfig, agent: Agent) -> dict[str, balancers.Balancer]:
-    """One balancer per trained network: the configured method where `apply_to` names it, uniform elsewhere."""
+    """One balancer per trained network: the configured method where `apply_to` names it, uniform elsewhere; and
+    one for each of the agent's other balanced parameters that `apply_to` names (SAC's shared temperature)."""
     k = agent.num_tasks
     balancers.make(config.name, k, **config.options)  # validates the options even where it balances nothing
+    balanced = (*agent.networks, *agent.balanced_extras)
     if config.name != "uniform" and not set(config.apply_to) & set(agent.networks):
         raise UserError(
             f"balancer.apply_to={config.apply_to} names no network of agent={agent.name} "
             f"(it trains {', '.join(agent.networks)}); set balancer.apply_to=[{agent.networks[0]}]"
         )
+    # A method's default networks may include one this agent lacks (BC has no critic); a temperature is asked for.
+    unknown = [part for part in config.apply_to if part not in balanced and part not in ("critic", "actor")]
+    if unknown:
+        raise UserError(
+            f"balancer.apply_to={config.apply_to}: agent={agent.name} has no {unknown[0]} to balance "
+            f"(it balances {', '.join(balanced)})"
+        )
     check_loss_signs(config, agent, balancers.make(config.name, k, **config.options))
-    return {
+    chosen = {
         net: balancers.make(config.name, k, **config.options)
         if net in config.apply_to
         else balancers.make("uniform", k)
         for net in agent.networks
     }
+    extras = {part: balancers.make(config.name, k, **config.options) for part in agent.balanced_extras}
+    return {**chosen, **{part: balancer for part, balancer in extras.items() if part in config.apply_to}}
 
 
 def construct_agent(
@@ -66,7 +77,8 @@ def batches_have_equal_counts(config: TrainConfig) -> bool:
 def check_loss_signs(config: BalancerConfig, agent: Agent, balancer: balancers.Balancer) -> None:
     """Refuse a balancer that needs positive losses on a network whose losses can be negative (no silent shift)."""
     reason = balancer.needs_positive_losses()
-    signed = [net for net in config.apply_to if net in agent.networks and net not in agent.nonnegative_losses()]
+    balanced = (*agent.networks, *agent.balanced_extras)
+    signed = [net for net in config.apply_to if net in balanced and net not in agent.nonnegative_losses()]
     if reason is None or not signed:
         return
     safe = sorted(agent.nonnegative_losses() & set(agent.networks))

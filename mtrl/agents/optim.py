@@ -34,11 +34,11 @@ def adam_flags(device: torch.device) -> dict[str, bool]:
 
 
 def make_adam(
-    params: Iterable[Tensor], lr: float, betas: tuple[float, float], device: torch.device
+    params: Iterable[Tensor], lr: float, betas: tuple[float, float], device: torch.device, eps: float = 1e-8
 ) -> torch.optim.Adam:
     """Adam for parameters on `device`, its state created at once (a compiled step must find it there)."""
     params = list(params)
-    optim = torch.optim.Adam(params, lr=lr, betas=betas, **adam_flags(device))
+    optim = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, **adam_flags(device))
     for p in params:
         adam_state(optim, p)
     return optim

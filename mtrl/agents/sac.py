@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from mtrl import checks
 from mtrl.agents.base import Agent, AgentConfig, apply_module, load_modules
 from mtrl.agents.optim import load_adam
-from mtrl.balancers.objective import SampleLoss
+from mtrl.balancers.objective import BalancedObjective, SampleLoss
 from mtrl.batch import Batch, equal_count
+from mtrl.errors import UserError
 
 
 @dataclass
@@ -37,6 +38,9 @@ class SACConfig(AgentConfig):
     target_entropy: float | None = None  # None: -|A|
     critic_target_every: int = 1  # updates between Polyak updates of the target critics
     actor_update_every: int = 1  # updates between actor and temperature updates
+    critic_loss: str = "sum"  # sum or mean of the twin critics' losses (Meta-World+: mean)
+    shared_alpha: bool = False  # one temperature for all tasks (facebookresearch/mtrl's run scripts)
+    alpha_loss: str = "log_alpha"  # -log(alpha)(log pi + H), or alpha: alpha(-log pi - H) (facebookresearch/mtrl)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +52,35 @@ class SACConfig(AgentConfig):
             self.target_entropy = checks.number("agent.target_entropy", self.target_entropy)
         self.critic_target_every = checks.integer("agent.critic_target_every", self.critic_target_every, 1)
         self.actor_update_every = checks.integer("agent.actor_update_every", self.actor_update_every, 1)
+        self.critic_loss = checks.choice("agent.critic_loss", self.critic_loss, CRITIC_LOSSES)
+        self.shared_alpha = checks.flag("agent.shared_alpha", self.shared_alpha)
+        self.alpha_loss = checks.choice("agent.alpha_loss", self.alpha_loss, ALPHA_LOSSES)
+
+
+#: How the twin critics' squared TD errors combine: their sum, or their mean (half the sum).
+CRITIC_LOSSES = ("sum", "mean")
+#: The temperature loss's form; both move log alpha towards target entropy, `alpha` with gradients scaled by alpha.
+ALPHA_LOSSES = ("log_alpha", "alpha")
+
+
+def temperature_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float, form: str) -> Tensor:
+    """The temperature loss of log pi values (detached) at temperatures exp(log_alpha), elementwise.
+
+    log_alpha: -log(alpha) (log pi + H) (SAC v2 as most code writes it, e.g. Meta-World+ mtsac.py:428);
+    alpha: alpha (-log pi - H) (facebookresearch/mtrl sac.py:417-420), whose log-alpha gradient is alpha times
+    the first's.
+    """
+    if form == "alpha":
+        return log_alpha.exp() * (-log_prob - target_entropy)
+    return -log_alpha * (log_prob + target_entropy)
+
+
+class Temperatures(nn.Module):
+    """The SAC temperatures' logarithms: one per task, or one shared by all tasks."""
+
+    def __init__(self, count: int, init_alpha: float, device: torch.device):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.full((count,), math.log(init_alpha), device=device))
 
 
 class TwinQ(nn.Module):
@@ -69,6 +102,7 @@ class SACAgent(Agent):
     mode = "online"
     has_q = True
     networks = ("critic", "actor")
+    balanced_extras = ("alpha",)  # the shared temperature (agent.shared_alpha), as facebookresearch/mtrl balances it
     Config = SACConfig
     config: SACConfig
 
@@ -80,17 +114,32 @@ class SACAgent(Agent):
         super().__init__(*args, **kwargs)
         config = self.config
         in_dim = self.obs_dim + self.act_dim
-        self.critic = TwinQ(self.network(self.critic_encoder, in_dim, 1), self.network(self.critic_encoder, in_dim, 1))
+        self.critic = TwinQ(*(self.network(self.critic_encoder, in_dim, 1, role="critic") for _ in range(2)))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.full(
-            (self.num_tasks,), math.log(config.init_alpha), device=self.device, requires_grad=True
-        )
+        self.temperature = Temperatures(1 if config.shared_alpha else self.num_tasks, config.init_alpha, self.device)
+        self.log_alpha = self.temperature.log_alpha
+        self.task_index = torch.arange(self.num_tasks, device=self.device)  # the balanced temperature's rows
+        self.ones = torch.ones(self.num_tasks, device=self.device)
+        self.unit_counts = [1] * self.num_tasks
         self.target_entropy = -float(self.act_dim) if config.target_entropy is None else float(config.target_entropy)
         self.actor_optim = self.optimizer(self.actor.parameters(), config.actor_lr)
         self.critic_optim = self.optimizer(self.critic.parameters(), config.critic_lr)
         self.alpha_optim = self.optimizer([self.log_alpha], config.alpha_lr)
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))  # (targets, sources)
         self.set_balancers()
+
+    def alphas(self) -> Tensor:
+        """(K,) the temperature of each task (detached): one shared value repeated under `shared_alpha`."""
+        return self.log_alpha.detach().exp().expand(self.num_tasks)
+
+    def td_loss(self, q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
+        """Per sample: the twin critics' squared TD errors, summed or averaged (`critic_loss`)."""
+        return self.critic_scale * ((q1 - target).pow(2) + (q2 - target).pow(2))
+
+    @property
+    def critic_scale(self) -> float:
+        """1 (the sum over the twin critics) or 1/2 (their mean)."""
+        return 0.5 if self.config.critic_loss == "mean" else 1.0
 
     @property
     def critic_objective(self):
@@ -120,7 +169,7 @@ class SACAgent(Agent):
             "next_obs": batch.next_obs,
             "task_ids": batch.task_ids,
             "noise": torch.randn(len(batch), self.act_dim, device=self.device),
-            "alpha": self.log_alpha.exp()[batch.task_ids],
+            "alpha": self.alphas()[batch.task_ids],
         }
         value = self.map_rows(self.next_value, inputs, batch.counts)
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * value
@@ -130,7 +179,7 @@ class SACAgent(Agent):
     ) -> Tensor:
         """Squared TD errors of both critics, per sample (`params` None: the critics' own parameters)."""
         q1, q2 = apply_module(self.critic, params, obs, action, task_ids)
-        return (q1 - target).pow(2) + (q2 - target).pow(2)
+        return self.td_loss(q1, q2, target)
 
     def actor_sample_loss(
         self, params: dict[str, Tensor] | None, obs: Tensor, task_ids: Tensor, noise: Tensor, alpha: Tensor
@@ -157,12 +206,7 @@ class SACAgent(Agent):
     def actor_inputs(self, batch: Batch) -> dict[str, Tensor]:
         """Keyword tensors of `actor_sample_loss`: fresh reparameterisation noise and per-sample temperatures."""
         noise = torch.randn(len(batch), self.act_dim, device=self.device)
-        return {
-            "obs": batch.obs,
-            "task_ids": batch.task_ids,
-            "noise": noise,
-            "alpha": self.log_alpha.detach().exp()[batch.task_ids],
-        }
+        return {"obs": batch.obs, "task_ids": batch.task_ids, "noise": noise, "alpha": self.alphas()[batch.task_ids]}
 
     def loss_terms(self, batch: Batch) -> dict[str, tuple[SampleLoss, dict[str, Tensor]]]:
         return {
@@ -177,6 +221,15 @@ class SACAgent(Agent):
             self.num_updates % self.config.actor_update_every == 0,
             self.num_updates % self.config.critic_target_every == 0,
         )
+
+    def balancer_state(self) -> dict[str, Any]:
+        alpha = {"alpha_balancer": self.objectives["alpha"].balancer.state_dict()} if "alpha" in self.objectives else {}
+        return {**super().balancer_state(), **alpha}
+
+    def load_balancer_state(self, state: Mapping[str, Any]) -> None:
+        super().load_balancer_state(state)
+        if "alpha" in self.objectives:
+            self.objectives["alpha"].balancer.load_state_dict(state["alpha_balancer"])
 
     def update_step(self, batch: Batch, schedule: tuple[bool, ...]) -> dict[str, Tensor]:
         """One SAC update (critic; then actor and temperatures, and the targets, when `schedule` says so);
@@ -193,27 +246,60 @@ class SACAgent(Agent):
         return metrics
 
     def update_actor_and_alpha(self, batch: Batch) -> dict[str, Tensor]:
-        """The actor step, then the per-task temperature step on the actor loss's log-probabilities."""
+        """The actor step, then the temperature step on the actor loss's log-probabilities."""
         actor_losses, actor_aux = self.step(
             "actor", self.actor_optim, self.actor_sample_loss, self.actor_inputs(batch), batch.counts
         )
-        # Temperature losses stay per task and unbalanced: each log-alpha only sees its own task. They use
-        # the per-task mean log pi(a|s) of the actor loss's forward pass (the actor before its step).
+        # The temperature losses use the per-task mean log pi(a|s) of the actor loss's forward pass (the actor
+        # before its step); both forms are linear in log pi, so this equals the per-task mean of per-sample losses.
         log_prob = actor_aux["log_prob"]
         present = None if equal_count(batch.counts) else self.tasks_present(batch)
+        if "alpha" in self.objectives:  # the balancer combines the tasks' gradients of the shared temperature
+            mask = self.ones if present is None else present
+            rows = {"log_prob": log_prob, "task_ids": self.task_index, "present": mask}
+            alpha_losses, _ = self.step(
+                "alpha", self.alpha_optim, self.alpha_sample_loss, rows, self.unit_counts, clip=False
+            )
+        else:
+            loss = self.temperature_losses(log_prob, present)
+            alpha_losses = self.descend(self.alpha_optim, {"log_alpha": self.log_alpha}, loss)
+        return {"actor_loss": actor_losses, "alpha_loss": alpha_losses, "alpha": self.alphas(), "entropy": -log_prob}
 
-        def temperature_loss(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            losses = -params["log_alpha"] * (log_prob + self.target_entropy)
+    def temperature_losses(self, log_prob: Tensor, present: Tensor | None) -> Any:
+        """The loss function of `descend` for (K,) mean log pi: per-task temperatures each see their own task (the
+        sum of the task losses); one shared temperature sees the mean over the tasks present (the batch mean)."""
+
+        def loss(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            losses = temperature_loss(params["log_alpha"], log_prob, self.target_entropy, self.config.alpha_loss)
             losses = losses if present is None else losses * present
-            return losses.sum(), losses.detach()
+            total = (
+                losses.sum()
+                if not self.config.shared_alpha
+                else losses.sum() / (self.num_tasks if present is None else present.sum().clamp(min=1.0))
+            )
+            return total, losses.detach()
 
-        alpha_losses = self.descend(self.alpha_optim, {"log_alpha": self.log_alpha}, temperature_loss)
-        return {
-            "actor_loss": actor_losses,
-            "alpha_loss": alpha_losses,
-            "alpha": self.log_alpha.detach().exp(),
-            "entropy": -log_prob,
-        }
+        return loss
+
+    def alpha_sample_loss(
+        self, params: dict[str, Tensor] | None, log_prob: Tensor, task_ids: Tensor, present: Tensor
+    ) -> Tensor:
+        """Per task row (the balanced temperature objective): the shared temperature's loss, zero for absent tasks."""
+        log_alpha = (self.temperature.log_alpha if params is None else params["log_alpha"]).expand(log_prob.shape)
+        return temperature_loss(log_alpha, log_prob, self.target_entropy, self.config.alpha_loss) * present
+
+    def set_balancers(self, *balancers: Any, **by_network: Any) -> None:
+        """As Agent.set_balancers; an `alpha` balancer (balancer.apply_to with alpha) also combines the tasks'
+        gradients of the shared temperature, as facebookresearch/mtrl's gradient-manipulation agents do."""
+        alpha = by_network.pop("alpha", None)
+        super().set_balancers(*balancers, **by_network)
+        if alpha is not None:
+            if not self.config.shared_alpha:
+                raise UserError(
+                    "balancer.apply_to includes alpha, which needs agent.shared_alpha=true "
+                    "(per-task temperatures each see one task: nothing to balance)"
+                )
+            self.objectives["alpha"] = BalancedObjective(alpha, self.temperature, self.num_tasks, plan=self.plan)
 
     def tasks_present(self, batch: Batch) -> Tensor:
         """(K,) 1.0 for the tasks that have rows in `batch`, else 0.0 (built on the device from the task ids)."""
@@ -250,8 +336,14 @@ class SACAgent(Agent):
         """Restore networks (and, unless `networks_only`, optimisers and balancers); mismatches are a UserError."""
         load_modules({"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}, state)
         self.load_normalizer_state(state)
+        saved = state["log_alpha"]
+        if saved.shape != self.log_alpha.shape:
+            raise UserError(
+                f"the checkpoint has {saved.numel()} temperature(s), this config {self.log_alpha.numel()}; "
+                f"resume with the agent.shared_alpha it was trained with"
+            )
         with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"].to(self.device))
+            self.log_alpha.copy_(saved.to(self.device))
         if not networks_only:
             load_adam(self.actor_optim, state["actor_optim"])
             load_adam(self.critic_optim, state["critic_optim"])

@@ -45,7 +45,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         if self.tasks is None:
-            raise checks.fail("env.tasks", None, "mt10, mt50, mt1-<task> or a list of task names")
+            raise checks.fail("env.tasks", None, "mt10, mt25, mt50, mt1-<task> or a list of task names")
         if not isinstance(self.tasks, str):
             self.tasks = [str(t) for t in self.tasks]
         self.protocol = checks.choice("env.protocol", self.protocol, ("metaworld", "mtrl"))
@@ -93,7 +93,9 @@ class BalancerConfig:
             self.apply_to = list(min((cls.default_apply_to for cls in owners), key=len))
         if isinstance(self.apply_to, str):
             self.apply_to = [self.apply_to]
-        self.apply_to = [checks.choice("balancer.apply_to", part, ("critic", "actor")) for part in self.apply_to]
+        self.apply_to = [
+            checks.choice("balancer.apply_to", part, ("critic", "actor", "alpha")) for part in self.apply_to
+        ]
         checks.unknown_keys("balancer.", list(self.options), balancers.options(self.name))
 
 
