@@ -46,13 +46,20 @@ class GoalSelectingEnv(gym.Wrapper):
 
 
 def make_task_env(
-    task_name: str, goals: list[Goal], goal_mode: str, horizon: int, seed: int, render_mode: str | None = None
+    task_name: str,
+    goals: list[Goal],
+    goal_mode: str,
+    horizon: int,
+    seed: int,
+    render_mode: str | None = None,
+    reward_version: str = "v2",
 ) -> gym.Env:
     """Build one task's env: metaworld env -> goal selection -> TimeLimit(horizon) (truncation only).
 
-    `render_mode="rgb_array"` makes `env.render()` return frames (needs a GL backend, e.g. MUJOCO_GL=egl).
+    `render_mode="rgb_array"` makes `env.render()` return frames (needs a GL backend, e.g. MUJOCO_GL=egl);
+    `reward_version` picks Meta-World's v2 or v1 reward function of the task.
     """
-    env = metaworld.ALL_V3_ENVIRONMENTS[task_name](render_mode=render_mode)
+    env = metaworld.ALL_V3_ENVIRONMENTS[task_name](render_mode=render_mode, reward_function_version=reward_version)
     env.seed(seed)
     env = GoalSelectingEnv(env, goals, goal_mode, seed)
     env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
@@ -75,8 +82,10 @@ class TaskSlotEnv(gym.Env):
         horizon: int,
         seed: int,
         max_cached: int = 8,
+        reward_version: str = "v2",
     ):
         self.task_names, self.goals, self.goal_mode, self.horizon = task_names, goals, goal_mode, horizon
+        self.reward_version = reward_version
         self.seed_base, self.max_cached = seed, max_cached
         self.rng = np.random.default_rng(seed)
         self.probabilities = np.full(len(task_names), 1.0 / len(task_names))
@@ -90,7 +99,12 @@ class TaskSlotEnv(gym.Env):
         if task not in self.cache:
             name = self.task_names[task]
             self.cache[task] = make_task_env(
-                name, self.goals[name], self.goal_mode, self.horizon, self.seed_base + task
+                name,
+                self.goals[name],
+                self.goal_mode,
+                self.horizon,
+                self.seed_base + task,
+                reward_version=self.reward_version,
             )
             while len(self.cache) > self.max_cached:
                 self.cache.popitem(last=False)[1].close()

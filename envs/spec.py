@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -22,7 +23,14 @@ ENV_KEYS = (
     "envs_per_task",
     "slots",
     "reward_normalization",
+    "reward_version",
+    "fixed_goal",
 )
+#: Meta-World's reward functions: v2 (its default) or v1 (the functions of the -v1 tasks, as in metaworld 3).
+REWARD_VERSIONS = ("v2", "v1")
+#: Which of a task's goals a fixed-goal protocol (mtrl) uses: the first, or one drawn per task from the goal seed
+#: with Python's random, as facebookresearch/mtenv draws it (mtenv/envs/metaworld/env.py:102-116).
+FIXED_GOALS = ("first", "seeded")
 
 
 @dataclass
@@ -39,6 +47,8 @@ class EnvSpec:
     envs_per_task: int = 1  # training env copies of every task
     workers: int | str = "auto"  # async worker processes
     reward_normalization: bool = False  # training rewards / running std per task and copy (resolved)
+    reward_version: str = "v2"  # Meta-World's reward functions, v2 or v1
+    fixed_goal: str = "first"  # fixed-goal protocols: goal 0, or one drawn from the goal seed (mtenv)
 
     def make(self, seed: int, evaluation: bool = False, render_mode: str | None = None) -> MultiTaskVectorEnv:
         """The training env (copies, slots and reward normalisation as set) or the evaluation env (one slot per
@@ -56,6 +66,7 @@ class EnvSpec:
             envs_per_task=self.envs_per_task,
             reward_normalization=self.reward_normalization,
             render_mode=render_mode,
+            reward_version=self.reward_version,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -67,6 +78,8 @@ class EnvSpec:
             "envs_per_task": self.envs_per_task,
             "slots": self.slots,
             "reward_normalization": self.reward_normalization,
+            "reward_version": self.reward_version,
+            "fixed_goal": self.fixed_goal,
         }
 
 
@@ -95,7 +108,35 @@ def build_env_spec(env_cfg: Mapping[str, Any], seed: int) -> EnvSpec:
     normalize = (
         protocol.reward_normalization if normalize is None else checks.flag("env.reward_normalization", normalize)
     )
+    reward_version = checks.choice("env.reward_version", env_cfg.get("reward_version", "v2"), REWARD_VERSIONS)
+    fixed_goal = checks.choice("env.fixed_goal", env_cfg.get("fixed_goal", "first"), FIXED_GOALS)
+    if fixed_goal == "seeded" and protocol.train_goals != "fixed":
+        raise checks.fail("env.fixed_goal", fixed_goal, f"first under env.protocol={protocol.name} (its goals vary)")
     goals = make_goals(benchmark, task_names, goal_seed)
+    if fixed_goal == "seeded":
+        goals = seeded_goal_first(goals, goal_seed)
     return EnvSpec(
-        benchmark, task_names, protocol, goal_seed, vectorization, goals, slots, envs_per_task, workers, normalize
+        benchmark,
+        task_names,
+        protocol,
+        goal_seed,
+        vectorization,
+        goals,
+        slots,
+        envs_per_task,
+        workers,
+        normalize,
+        reward_version,
+        fixed_goal,
     )
+
+
+def seeded_goal_first(goals: dict[str, list[Goal]], seed: int) -> dict[str, list[Goal]]:
+    """Each task's goals with one drawn goal moved first (a fixed-goal protocol uses the first): one
+    `random.choice` per task in task order from Python's random seeded by `seed`, as mtenv draws them."""
+    rng = random.Random(seed)
+    out = {}
+    for name, task_goals in goals.items():
+        index = rng.choice(range(len(task_goals)))
+        out[name] = [task_goals[index], *task_goals[:index], *task_goals[index + 1 :]]
+    return out

@@ -238,27 +238,39 @@ def make_vector_env(
     envs_per_task: int = 1,
     reward_normalization: bool = False,
     render_mode: str | None = None,
+    reward_version: str = "v2",
 ) -> MultiTaskVectorEnv:
     """Build the training (goals per protocol.train_goals) or evaluation (protocol.eval_goals) vector env.
 
     Training: `envs_per_task` copies of every task (layout and seeds in the module doc), or, with `slots`
     (fewer env slots than tasks), slots that switch task at episode ends (one env each); rewards normalised
     when `reward_normalization`. Evaluation: always one slot per task, raw rewards.
-    `render_mode="rgb_array"` lets every task env render frames, for videos.
+    `render_mode="rgb_array"` lets every task env render frames, for videos; `reward_version`: v2 or v1 rewards.
     """
     mode = protocol.eval_goals if evaluation else protocol.train_goals
     goals = {name: goals[name][: protocol.goals_per_task] for name in task_names}
     if evaluation:
         slots, envs_per_task, reward_normalization = None, 1, False
     if slots is None:
-        env_fns, layout = _copy_env_fns(task_names, goals, mode, protocol.horizon, seed, envs_per_task, render_mode)
+        env_fns, layout = _copy_env_fns(
+            task_names, goals, mode, protocol.horizon, seed, envs_per_task, render_mode, reward_version
+        )
     else:
         if envs_per_task != 1:
             raise checks.fail(
                 "env.envs_per_task", envs_per_task, "1 when env.slots is set (a task-switching slot runs one env)"
             )
         env_fns = [
-            partial(TaskSlotEnv, list(task_names), goals, mode, protocol.horizon, seed + 1000 * i) for i in range(slots)
+            partial(
+                TaskSlotEnv,
+                list(task_names),
+                goals,
+                mode,
+                protocol.horizon,
+                seed + 1000 * i,
+                reward_version=reward_version,
+            )
+            for i in range(slots)
         ]
         layout = {}
     return MultiTaskVectorEnv(
@@ -281,6 +293,7 @@ def _copy_env_fns(
     seed: int,
     envs_per_task: int,
     render_mode: str | None,
+    reward_version: str,
 ) -> tuple[list[Callable[[], gym.Env]], dict]:
     """Env builders of `envs_per_task` copies of every task (slot c*K + i is copy c of task i, seeded
     seed + i + COPY_SEED_STRIDE * c) and the vector env's layout arguments (slot tasks, seed offsets)."""
@@ -289,7 +302,14 @@ def _copy_env_fns(
     slot_tasks = [i for _ in range(envs_per_task) for i in range(k)]
     env_fns = [
         partial(
-            make_task_env, task_names[i], goals[task_names[i]], mode, horizon, seed + offset, render_mode=render_mode
+            make_task_env,
+            task_names[i],
+            goals[task_names[i]],
+            mode,
+            horizon,
+            seed + offset,
+            render_mode=render_mode,
+            reward_version=reward_version,
         )
         for i, offset in zip(slot_tasks, offsets)
     ]

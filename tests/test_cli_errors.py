@@ -15,7 +15,7 @@ from tests.conftest import assert_one_line_error, run_cli, smoke_run_config
     "args,fragments",
     [
         (["env.tasks=[reech-v3]"], ["reech-v3", "reach-v3"]),
-        (["env.tasks=mt11"], ["mt11", "mt10, mt50"]),
+        (["env.tasks=mt11"], ["mt11", "mt10, mt25, mt50"]),
         (["env=mt99"], ["env=mt99", "mt10"]),
         (["env.protocol=foo"], ["'foo'", "metaworld, mtrl"]),
         (["foo=1"], ["unknown option foo"]),

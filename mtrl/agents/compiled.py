@@ -26,12 +26,12 @@ and every new count vector would recompile. The choice is made here, once (the a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
-from mtrl.balancers.objective import UpdatePlan
 from mtrl.batch import Batch
 from mtrl.config.schema import COMPILE_MODES
 from mtrl.errors import UserError
@@ -85,9 +85,9 @@ def compile_update(agent: "Agent", mode: str, cuda_graphs: bool = True, backend:
     torch.compile's (inductor; eager or aot_eager check the tracing alone, quickly)."""
     mode = resolve_mode(mode, agent.device)
     if mode == "none" or not agent.plan.equal_counts:
-        agent.plan_updates(UpdatePlan(compiled=False, equal_counts=agent.plan.equal_counts))
+        agent.plan_updates(dataclasses.replace(agent.plan, compiled=False))
         return agent.update_step
-    agent.plan_updates(UpdatePlan(compiled=True, equal_counts=True))
+    agent.plan_updates(dataclasses.replace(agent.plan, compiled=True))
     static = is_static(agent)
     graphs = cuda_graphs and static and backend == "inductor" and agent.device.type == "cuda"
     options = {"mode": torch_mode(mode, agent.device, graphs)} if backend == "inductor" else {"backend": backend}

@@ -62,15 +62,19 @@ def construct_agent(
         obs_dim, act_dim, task_names, config.agent, config.actor_encoder, device, critic_encoder=config.critic_encoder
     )
     agent.set_balancers(**build_balancers(config.balancer, agent))
-    agent.plan_updates(UpdatePlan(compiled=False, equal_counts=batches_have_equal_counts(config)))
+    pooled = not config.offline_mode and config.batch_sampling == "uniform"
+    agent.plan_updates(UpdatePlan(compiled=False, equal_counts=batches_have_equal_counts(config), row_mean=pooled))
     return agent
 
 
 def batches_have_equal_counts(config: TrainConfig) -> bool:
     """Whether a run's batches always have equal per-task counts: online, no curriculum sets batch shares;
-    offline, the sharing mode adds a fixed number of rows per task (none, all) instead of filtering them (cds)."""
+    offline, the sharing mode adds a fixed number of rows per task (none, all) instead of filtering them (cds);
+    batches drawn uniformly from the pooled replay (`batch_sampling=uniform`) have random counts."""
     if config.offline_mode:
         return config.offline.sharing in ("none", "all")
+    if config.batch_sampling == "uniform":
+        return False
     return config.curriculum.name == "none" or config.curriculum.drives == "env"
 
 

@@ -261,23 +261,27 @@ class SACAgent(Agent):
                 "alpha", self.alpha_optim, self.alpha_sample_loss, rows, self.unit_counts, clip=False
             )
         else:
-            loss = self.temperature_losses(log_prob, present)
+            loss = self.temperature_losses(log_prob, present, batch.counts)
             alpha_losses = self.descend(self.alpha_optim, {"log_alpha": self.log_alpha}, loss)
         return {"actor_loss": actor_losses, "alpha_loss": alpha_losses, "alpha": self.alphas(), "entropy": -log_prob}
 
-    def temperature_losses(self, log_prob: Tensor, present: Tensor | None) -> Any:
-        """The loss function of `descend` for (K,) mean log pi: per-task temperatures each see their own task (the
-        sum of the task losses); one shared temperature sees the mean over the tasks present (the batch mean)."""
+    def temperature_losses(self, log_prob: Tensor, present: Tensor | None, counts: Any) -> Any:
+        """The loss function of `descend` for (K,) mean log pi. Per-task temperatures each see their own task (the
+        sum of the task losses); one shared temperature sees the mean over the tasks present, or under a
+        `row_mean` plan (pooled batches) the mean over the batch's rows, as the source's batch mean."""
+        if not self.config.shared_alpha:
+            weights = self.ones if present is None else present
+        elif self.plan.row_mean:
+            weights = self.objectives["critic"].row_shares(counts)
+        else:
+            weights = (self.ones if present is None else present) / (
+                self.num_tasks if present is None else present.sum().clamp(min=1.0)
+            )
 
         def loss(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
             losses = temperature_loss(params["log_alpha"], log_prob, self.target_entropy, self.config.alpha_loss)
             losses = losses if present is None else losses * present
-            total = (
-                losses.sum()
-                if not self.config.shared_alpha
-                else losses.sum() / (self.num_tasks if present is None else present.sum().clamp(min=1.0))
-            )
-            return total, losses.detach()
+            return (weights * losses).sum(), losses.detach()
 
         return loss
 

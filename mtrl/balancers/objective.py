@@ -53,6 +53,7 @@ class UpdatePlan:
 
     compiled: bool = False  # under torch.compile: gradients from torch.func, Adam in traceable maths
     equal_counts: bool = True  # every batch has the same count per task (whole-batch layouts are possible)
+    row_mean: bool = False  # pooled batches: the uniform balancer averages over rows (weights n_k / N), not tasks
 
 
 def gradients_of(
@@ -197,18 +198,25 @@ class BalancedObjective:
     def _weighted_loss_gradients(
         self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor
     ) -> tuple[Grads, Tensor, TaskAux]:
-        """A loss balancer: the gradient of sum_i c_i l_i (autograd, or torch.func when `functional`)."""
+        """A loss balancer: the gradient of sum_i c_i l_i (autograd, or torch.func when `functional`); under a
+        `row_mean` plan the uniform balancer's c_i are the tasks' shares of the batch's rows (the mean over rows)."""
         params = self.parameters()
+        row_shares = self.row_shares(counts) if self.plan.row_mean and self.balancer.name == "uniform" else None
 
         def weighted(values: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, TaskAux, Tensor]]:
             losses, aux = self._task_losses(sample_loss, tensors, counts, None if values is params else values)
-            weights = self.balancer.weights(losses.detach()).to(losses)
+            weights = row_shares if row_shares is not None else self.balancer.weights(losses.detach()).to(losses)
             return (weights * losses).sum(), (losses.detach(), aux, weights.detach())
 
         grads, (losses, aux, weights) = gradients_of(weighted, params, self.functional)
         if not self.balancer.static:
             self.last_weights = weights
         return grads, losses, aux
+
+    def row_shares(self, counts: Counts | Tensor) -> Tensor:
+        """(K,) n_k / N: each task's share of the batch's rows (weights that turn task means into the row mean)."""
+        counts = torch.as_tensor(task_counts(counts), dtype=torch.float32)
+        return (counts / counts.sum()).to(next(iter(self._params.values())).device)
 
     def _balanced_gradients(
         self, sample_loss: SampleLoss, tensors: dict[str, Tensor], counts: Counts | Tensor

@@ -42,6 +42,8 @@ class EnvConfig:
     envs_per_task: int = 1
     slots: int | None = None
     reward_normalization: bool | None = None
+    reward_version: str = "v2"  # Meta-World's reward functions: v2, or v1 (the -v1 tasks the mtrl tables ran)
+    fixed_goal: str = "first"  # env.protocol=mtrl: goal 0, or seeded (one drawn per task from the goal seed, mtenv)
 
     def __post_init__(self) -> None:
         if self.tasks is None:
@@ -58,6 +60,8 @@ class EnvConfig:
         self.slots = _optional_int("env.slots", self.slots, 1)
         if self.reward_normalization is not None:
             checks.flag("env.reward_normalization", self.reward_normalization)
+        self.reward_version = checks.choice("env.reward_version", self.reward_version, ("v2", "v1"))
+        self.fixed_goal = checks.choice("env.fixed_goal", self.fixed_goal, ("first", "seeded"))
 
 
 @dataclass
@@ -149,6 +153,10 @@ class DiagnosticsConfig:
         self.affinity_every = checks.integer("diagnostics.affinity_every", self.affinity_every, 0)
 
 
+#: How a batch's rows are drawn: `per_task` rows of every task, or uniformly from all tasks' stored transitions.
+BATCH_SAMPLING = ("per_task", "uniform")
+
+
 @dataclass
 class TrainConfig:
     """Everything `train.py` runs with. Step counts are env steps over all tasks online, updates offline."""
@@ -170,6 +178,10 @@ class TrainConfig:
     warmup_steps: int = 15_000
     updates_per_step: float = 1.0
     batch_size_per_task: int = 128
+    batch_sampling: str = "per_task"  # per_task: batch_size_per_task rows of every task; uniform: rows of the pool
+    batch_size: int | None = None  # rows per batch with batch_sampling=uniform; None: batch_size_per_task x tasks
+    warmup_burst_updates: int = 0  # updates run at once when learning starts (facebookresearch/mtrl: 1500)
+    horizon_next_obs: str = "final"  # stored next observation at the time limit: final, or reset (mtrl's)
     replay_capacity: int = 1_000_000
     replay_device: str = "auto"
     eval_every: int = 50_000
@@ -197,6 +209,18 @@ class TrainConfig:
         self.warmup_steps = checks.integer("warmup_steps", self.warmup_steps, 0)
         self.updates_per_step = checks.number("updates_per_step", self.updates_per_step, 0)
         self.batch_size_per_task = checks.integer("batch_size_per_task", self.batch_size_per_task, 1)
+        self.batch_sampling = checks.choice("batch_sampling", self.batch_sampling, BATCH_SAMPLING)
+        if self.batch_size is not None:
+            if self.batch_sampling != "uniform":
+                raise checks.fail("batch_size", self.batch_size, "null unless batch_sampling=uniform")
+            self.batch_size = checks.integer("batch_size", self.batch_size, 1)
+        sets_rows = self.curriculum.name != "none" and self.curriculum.drives != "env"
+        if self.batch_sampling == "uniform" and (self.offline_mode or sets_rows):
+            raise checks.fail(
+                "batch_sampling", "uniform", "per_task in offline runs and with a curriculum that sets batch rows"
+            )
+        self.warmup_burst_updates = checks.integer("warmup_burst_updates", self.warmup_burst_updates, 0)
+        self.horizon_next_obs = checks.choice("horizon_next_obs", self.horizon_next_obs, ("final", "reset"))
         self.replay_capacity = checks.integer("replay_capacity", self.replay_capacity, 1)
         self.eval_every = checks.integer("eval_every", self.eval_every, 0)
         self.eval_episodes = _optional_int("eval_episodes", self.eval_episodes, 1)

@@ -155,7 +155,8 @@ def collect_task(
     """Run `plan.episodes` episodes of one task and return them as TaskData (with the MuJoCo states)."""
     name, proto = plan.task, spec.protocol
     env_seed = seed + task_index
-    env = make_task_env(name, spec.goals[name][: proto.goals_per_task], proto.train_goals, proto.horizon, env_seed)
+    goals = spec.goals[name][: proto.goals_per_task]
+    env = make_task_env(name, goals, proto.train_goals, proto.horizon, env_seed, reward_version=spec.reward_version)
     rng = np.random.default_rng([seed, task_index])
     rows: dict[str, list] = {key: [] for key in ARRAY_FIELDS}
     try:

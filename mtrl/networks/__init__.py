@@ -25,6 +25,7 @@ from .embedding import EmbeddingNetwork
 from .film import FiLMNetwork
 from .moore import MOORENetwork
 from .multihead import MultiHeadNetwork
+from .observation_only import ObservationOnlyNetwork
 from .onehot import OneHotNetwork
 from .paco import PaCoNetwork
 from .soft_modularization import SoftModularizationNetwork
@@ -34,6 +35,7 @@ _REGISTRY: dict[str, type[TaskConditionedNetwork]] = {
     cls.name: cls
     for cls in (
         OneHotNetwork,
+        ObservationOnlyNetwork,
         MultiHeadNetwork,
         EmbeddingNetwork,
         FiLMNetwork,

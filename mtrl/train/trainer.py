@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from envs import EnvSpec, build_env_spec
-from envs.vector import EpisodeResult
+from envs.vector import EpisodeResult, StepResult
 from mtrl.agents.factory import build_agent
 from mtrl.config.schema import TrainConfig
 from mtrl.curriculum.driver import CurriculumDriver
@@ -83,6 +83,7 @@ class Trainer(RunBase):
         self.curriculum = CurriculumDriver.from_config(config.curriculum, self.num_tasks)
         self.updates = 0
         self.update_budget = 0.0
+        self.pool_rng = np.random.default_rng([config.seed, 1])  # per-task counts of pooled batches
         self.update_clock = (time.perf_counter(), 0)
         if self.resume_state is not None:
             self.restore(self.resume_state)
@@ -92,6 +93,8 @@ class Trainer(RunBase):
         super().restore(state)
         self.updates, self.update_budget = int(state["updates"]), float(state["update_budget"])
         self.env.action_rng.bit_generator.state = state["env_action_rng"]
+        if "pool_rng" in state:
+            self.pool_rng.bit_generator.state = state["pool_rng"]
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
         self.curriculum.load_state_dict(state.get("curriculum", {}))
@@ -102,6 +105,7 @@ class Trainer(RunBase):
             "updates": self.updates,
             "update_budget": self.update_budget,
             "env_action_rng": self.env.action_rng.bit_generator.state,
+            "pool_rng": self.pool_rng.bit_generator.state,
             "replay": self.replay.state_dict() if self.config.save_replay else None,
             "curriculum": self.curriculum.state_dict(),
             "reward_normalizer": self.env.normalizer_state(),
@@ -121,7 +125,7 @@ class Trainer(RunBase):
                 self.env.step_async(actions)  # the envs step (in worker processes when async) ...
                 self.learn()  # ... while the agent updates on what was stored before this step
                 out = self.env.step_wait()
-                self.replay.add(out.task_ids, obs, actions, out.reward, out.next_obs, out.terminated)
+                self.replay.add(out.task_ids, obs, actions, out.reward, self.stored_next_obs(out), out.terminated)
                 obs = out.obs
                 before, self.step = self.step, self.step + len(actions)
                 self.record_episodes(log, out.episodes)
@@ -140,16 +144,34 @@ class Trainer(RunBase):
             check_actions(actions, f"training at step {self.step}")
         return actions
 
+    def stored_next_obs(self, out: StepResult) -> np.ndarray:
+        """The next observations to store: the true ones, or under `horizon_next_obs=reset` the next episode's
+        reset observation where the time limit ended one (facebookresearch/mtrl multitask.py:224-249)."""
+        if self.config.horizon_next_obs == "final" or not out.truncated.any():
+            return out.next_obs
+        return np.where((out.truncated & ~out.terminated)[:, None], out.obs, out.next_obs)
+
+    def batch_counts(self) -> np.ndarray:
+        """Rows per task of the next batch: the curriculum's (equal shares without one), or under
+        `batch_sampling=uniform` a draw of uniform rows from all tasks' stored transitions (multinomial counts)."""
+        if self.config.batch_sampling == "per_task":
+            return self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
+        total = self.config.batch_size or self.config.batch_size_per_task * self.num_tasks
+        sizes = self.replay.sizes.astype(np.float64)
+        return self.pool_rng.multinomial(total, sizes / sizes.sum())
+
     def learning_ready(self) -> bool:
         return self.step >= self.config.warmup_steps and int(self.replay.sizes.min()) >= self.config.batch_size_per_task
 
     def learn(self) -> None:
-        """This vector step's updates (`updates_per_step`, fractions accumulating), once learning is ready."""
+        """This vector step's updates (`updates_per_step`, fractions accumulating), once learning is ready; the first
+        learning step runs `warmup_burst_updates` instead when set (facebookresearch/mtrl multitask.py:218-223)."""
         if not self.learning_ready():
             return
-        self.update_budget += self.config.updates_per_step
+        burst = self.config.warmup_burst_updates if self.updates == 0 and self.update_budget == 0.0 else 0
+        self.update_budget += burst or self.config.updates_per_step  # the burst replaces the first step's updates
         while self.update_budget >= 1.0:
-            counts = self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
+            counts = self.batch_counts()
             self.last_batch = self.replay.sample(counts)
             self.metrics = self.agent.update(self.last_batch)
             self.after_update(self.updates)
@@ -172,8 +194,9 @@ class Trainer(RunBase):
         now, (start, start_updates) = time.perf_counter(), self.update_clock
         log.scalar("perf/updates_per_s", (self.updates - start_updates) / max(now - start, 1e-9), self.step)
         self.update_clock = (now, self.updates)
-        counts = self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes)
-        self.curriculum.log(log, counts, self.step)
+        self.curriculum.log(
+            log, self.curriculum.batch_counts(self.config.batch_size_per_task, self.replay.sizes), self.step
+        )
 
     def close(self) -> None:
         self.env.close()

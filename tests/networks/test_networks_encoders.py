@@ -95,7 +95,7 @@ def test_scalar_task_id_means_whole_batch(name):
         torch.testing.assert_close(net(x.view(3, 4, IN), torch.tensor(task)).view(12, OUT), ref)
 
 
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", [name for name in ENCODERS if name != "none"])
 def test_conditioning_is_real(name):
     net = build(name)
     if name == "film":
@@ -107,6 +107,14 @@ def test_conditioning_is_real(name):
     for i, j in [(0, 1), (2, 7), (3, 9)]:
         yi, yj = net(x, torch.full((16,), i)), net(x, torch.full((16,), j))
         assert (yi - yj).abs().max() > 1e-4, (name, i, j)
+
+
+def test_encoder_none_ignores_the_task():
+    """encoder=none: the same output for every task id (facebookresearch/mtrl's task-blind networks)."""
+    net = build("none")
+    x = torch.randn(16, IN)
+    torch.testing.assert_close(net(x, torch.full((16,), 0)), net(x, torch.full((16,), 7)))
+    assert sum(p.numel() for p in net.parameters()) == (IN * 32 + 32) + (32 * 32 + 32) + (32 * OUT + OUT)
 
 
 @pytest.mark.parametrize("name", ENCODERS)
