@@ -27,6 +27,16 @@ EXPECTED = {
         "env.tasks": "mt10",
         "env.protocol": "mtrl",
         "env.reward_normalization": True,
+        "env.reward_version": "v1",
+        "env.fixed_goal": "seeded",
+        "encoder.name": "none",
+        "agent.shared_alpha": True,
+        "agent.alpha_loss": "alpha",
+        "agent.critic_loss": "sum",
+        "warmup_burst_updates": 1500,
+        "batch_sampling": "uniform",
+        "batch_size": 1280,
+        "horizon_next_obs": "reset",
         "agent.hidden_sizes": [400, 400, 400],
         "agent.init": "xavier",
         "agent.log_std_bounds": "tanh",
@@ -40,6 +50,16 @@ EXPECTED = {
         "env.tasks": "mt50",
         "env.protocol": "mtrl",
         "env.reward_normalization": True,
+        "env.reward_version": "v1",
+        "env.fixed_goal": "seeded",
+        "encoder.name": "none",
+        "agent.shared_alpha": True,
+        "agent.alpha_loss": "alpha",
+        "agent.critic_loss": "sum",
+        "warmup_burst_updates": 1500,
+        "batch_sampling": "uniform",
+        "batch_size": 1280,
+        "horizon_next_obs": "reset",
         "agent.hidden_sizes": [400, 400, 400],
         "agent.init": "xavier",
         "agent.log_std_bounds": "tanh",
@@ -189,6 +209,19 @@ def test_documented_balancer_lines_compose(name: str, line: str) -> None:
     config = preset(name, *line.split())
     assert config["balancer"]["name"] == line.split()[0].removeprefix("balancer=")
     assert config["env"]["protocol"] == "mtrl"
+
+
+@pytest.mark.parametrize("line", documented_balancer_lines())
+def test_documented_balancer_lines_build_their_agents(line: str) -> None:
+    """Each line builds the preset's agent (at small sizes): the temperature balancing needs its shared alpha."""
+    import torch
+
+    from mtrl.agents.factory import construct_agent
+    from mtrl.config.parse import parse_train
+
+    config = parse_train(compose_config("train", ["experiment=mt10_mtrl", *line.split(), "agent.hidden_sizes=[8]"]))
+    agent = construct_agent(config, [f"task{i}" for i in range(10)], 39, 4, torch.device("cpu"))
+    assert ("alpha" in agent.objectives) == ("alpha" in config.balancer.apply_to)
 
 
 def test_presets_are_documented() -> None:

@@ -254,7 +254,8 @@ class SACAgent(Agent):
         # before its step); both forms are linear in log pi, so this equals the per-task mean of per-sample losses.
         log_prob = actor_aux["log_prob"]
         present = None if equal_count(batch.counts) else self.tasks_present(batch)
-        if "alpha" in self.objectives:  # the balancer combines the tasks' gradients of the shared temperature
+        balanced = "alpha" in self.objectives and not self.objectives["alpha"].balancer.static
+        if balanced:  # the balancer combines the tasks' gradients of the shared temperature (uniform: the mean, below)
             mask = self.ones if present is None else present
             rows = {"log_prob": log_prob, "task_ids": self.task_index, "present": mask}
             alpha_losses, _ = self.step(
