@@ -314,18 +314,23 @@ def run_train(cfg: DictConfig) -> None:
         raise
     if result is not None:
         print(result.table())
-    print(next_commands(run_dir.resolve()))
+    print(next_commands(run_dir.resolve(), config.logger))
 
 
-def next_commands(run_dir: Path) -> str:
-    """What to run after a training run, with its directory filled in."""
+def next_commands(run_dir: Path, logger: str = "tensorboard") -> str:
+    """What to run after a training run, with its directory filled in (the curves where `logger` put them)."""
+    curves = (
+        f"  tensorboard --logdir {run_dir}/tb    # the logged curves"
+        if logger != "wandb"
+        else f"  wandb sync {run_dir}/wandb/latest-run    # the logged curves (offline runs; online ones are there)"
+    )
     return "\n".join(
         [
             f"run directory: {run_dir}",
             "next:",
             f"  python evaluate.py checkpoint={run_dir}    # evaluate its latest checkpoint",
             f"  python -m mtrl.report {run_dir}    # tables and curves in {run_dir}/report",
-            f"  tensorboard --logdir {run_dir}/tb    # the logged curves",
+            curves,
         ]
     )
 

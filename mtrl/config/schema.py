@@ -7,6 +7,7 @@ below the command line sees a `DictConfig`. Every check raises the same one-line
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,6 +196,7 @@ class TrainConfig:
     run_dir: str | None = None
     overwrite: bool = False
     progress: bool = True
+    logger: str = "tensorboard"  # where scalars go: tensorboard, wandb (the wandb extra) or both
     note: str | None = None  # a preset's word to the user before the run starts (what to expect of it)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved config as composed (saved)
 
@@ -229,6 +231,11 @@ class TrainConfig:
         self.keep_checkpoints = checks.integer("keep_checkpoints", self.keep_checkpoints, 1)
         for key in ("save_replay", "overwrite", "progress"):
             checks.flag(key, getattr(self, key))
+        self.logger = checks.choice("logger", self.logger, ("tensorboard", "wandb", "both"))
+        if self.logger != "tensorboard" and importlib.util.find_spec("wandb") is None:
+            raise checks.fail(
+                "logger", self.logger, "tensorboard unless wandb is installed (pip install -e '.[wandb]')"
+            )
         if self.eval_returns is not None:
             checks.flag("eval_returns", self.eval_returns)
 

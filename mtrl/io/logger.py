@@ -1,4 +1,4 @@
-"""Run logging: TensorBoard scalars under <run_dir>/tb and a tqdm progress bar in env steps.
+"""Run logging: TensorBoard scalars under <run_dir>/tb (and/or W&B, `logger=`) and a tqdm progress bar in env steps.
 
 In sweep jobs (Hydra multirun) parallel jobs would redraw their bars over each other, so the command line
 switches every RunLogger of the process to line mode (`RunLogger.line_mode`): one line per log period,
@@ -62,8 +62,43 @@ class ProgressLines:
         """Nothing to clear (tqdm's interface)."""
 
 
+#: Where scalars go: TensorBoard (<run_dir>/tb), Weights & Biases (mtrl/io/wandb_writer.py), or both.
+LOGGERS = ("tensorboard", "wandb", "both")
+
+
+class Writers:
+    """One SummaryWriter-like sink over several (TensorBoard and W&B): every call goes to each."""
+
+    def __init__(self, sinks: list[Any]):
+        self.sinks = sinks
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        for sink in self.sinks:
+            sink.add_scalar(tag, value, step)
+
+    def add_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        for sink in self.sinks:
+            sink.add_image(tag, image, step)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def make_writers(run_dir: Path, logger: str, config: dict[str, Any] | None) -> Writers:
+    """The sinks `logger` names (tensorboard, wandb or both); W&B logs `config` as the run's config."""
+    sinks: list[Any] = []
+    if logger in ("tensorboard", "both"):
+        sinks.append(SummaryWriter(log_dir=str(Path(run_dir) / "tb")))
+    if logger in ("wandb", "both"):
+        from mtrl.io.wandb_writer import WandbWriter
+
+        sinks.append(WandbWriter(Path(run_dir), config or {}))
+    return Writers(sinks)
+
+
 class RunLogger:
-    """TensorBoard writer + progress bar (steps/s, recent success, ETA) + recent per-task episode stats."""
+    """Scalar writers + progress bar (steps/s, recent success, ETA) + recent per-task episode stats."""
 
     #: Set by the command line in sweep jobs: progress lines naming the job instead of a bar (module doc).
     line_mode: ClassVar[LineMode | None] = None
@@ -78,8 +113,11 @@ class RunLogger:
         window: int = 10,
         unit: str = "step",
         description: str = "train",
+        logger: str = "tensorboard",
+        config: dict[str, Any] | None = None,
     ):
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+        """`logger`: tensorboard, wandb or both; `config` (the run's resolved config) is what W&B records."""
+        self.writer = make_writers(Path(run_dir), logger, config)
         self.task_names = list(task_names)
         if self.line_mode is not None:
             self.bar = ProgressLines(self.line_mode, total_steps, start_step, unit, quiet=not progress)

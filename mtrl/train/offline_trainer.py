@@ -61,6 +61,8 @@ class OfflineTrainer(RunBase):
             config.progress,
             unit="update",
             description=f"offline[{self.agent.name},{self.data.sharing}]",
+            logger=config.logger,
+            config=config.raw,
         )
         task_q = self.agent.task_q if self.agent.has_q else None
         with self.session(log):

@@ -116,7 +116,15 @@ class Trainer(RunBase):
         """Train until total_steps (or a signal), evaluating and checkpointing on schedule."""
         config = self.config
         self.prepare_directory(self.spec.describe())
-        log = RunLogger(self.run_dir, self.spec.task_names, config.total_steps, self.step, config.progress)
+        log = RunLogger(
+            self.run_dir,
+            self.spec.task_names,
+            config.total_steps,
+            self.step,
+            config.progress,
+            logger=config.logger,
+            config=config.raw,
+        )
         self.curriculum.push(self.env, switching=self.spec.slots is not None)
         obs = self.env.reset(seed=config.seed + self.step)
         with self.session(log):
