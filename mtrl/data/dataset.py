@@ -398,12 +398,17 @@ def _json_attr(file, key: str, path: Path) -> Any:
 
 def load_dataset(path: str | Path, tasks: Sequence[str] | None = None, with_state: bool = True) -> Dataset:
     """Open, validate and read a dataset; `tasks` restricts (and orders) it, `with_state` reads the MuJoCo state.
+    `minari:<namespace>` reads the Minari datasets `python -m mtrl.data.minari export` wrote instead.
 
     Every problem is a one-line UserError: a missing or non-HDF5 file, a truncated file, another format
     or version, an interrupted collection, missing tasks or fields, inconsistent shapes, data that fails
     its checksum, non-finite values.
     """
     _require_h5py()
+    if str(path).startswith("minari:"):  # a namespace of Minari datasets written by mtrl.data.minari
+        from mtrl.data.minari import load_namespace
+
+        return load_namespace(str(path).removeprefix("minari:"), tasks, with_state)
     if path is None or str(path) in ("", "None", "null"):
         raise UserError("no dataset given; set dataset=<path to an .h5 file> (create one with python collect.py)")
     path = Path(path).expanduser()
