@@ -31,6 +31,21 @@ def test_every_page_is_in_the_navigation():
     assert pages == nav_pages(config["nav"])
 
 
+def test_every_balancer_encoder_and_agent_has_its_page():
+    from mtrl import balancers, networks
+
+    pages = nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    for folder, kind, names in (
+        ("balancers", "balancer", balancers.available()),
+        ("encoders", "encoder", networks.available()),
+        ("agents", "agent", list(AGENTS)),
+    ):
+        for name in names:
+            page = f"{folder}/{name}.md"
+            assert page in pages, page
+            assert f"<!-- method: {kind} {name} -->" in (DOCS / page).read_text(), page
+
+
 def test_the_configuration_reference_lists_every_option():
     spec = importlib.util.spec_from_file_location("generated", DOCS / "hooks" / "generated.py")
     generated = importlib.util.module_from_spec(spec)

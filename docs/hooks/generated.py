@@ -118,7 +118,217 @@ def config_reference() -> str:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if "<!-- config-reference -->" in markdown:
         markdown = markdown.replace("<!-- config-reference -->", config_reference())
+    if "<!-- method: " in markdown:
+        markdown = method_cards(markdown)
     if "<!-- changelog -->" in markdown:
         changelog = (ROOT / "CHANGELOG.md").read_text()
         markdown = markdown.replace("<!-- changelog -->", changelog.split("\n", 1)[1])
     return markdown
+
+
+# ----- method pages: `<!-- method: <kind> <name> -->` becomes the method's card ---------------------------------
+TESTS = ROOT / "tests"
+#: Test files of each method beyond the suites every method of its kind runs.
+OWN_TESTS = {
+    "balancer": {"fairgrad": ["test_fairgrad_nashmtl.py"], "nashmtl": ["test_fairgrad_nashmtl.py"]},
+    "agent": {"sac": ["test_sac.py", "test_sac_reference.py"], "cql": ["offline/test_offline_cql.py"]},
+}
+SHARED_TESTS = {
+    "balancer": ["balancers/test_balancer_common.py", "balancers/test_mtrl_variants.py", "test_balanced_training.py"],
+    "encoder": ["networks/test_networks_encoders.py", "networks/test_networks_api.py"],
+    "agent": ["test_agents.py"],
+}
+
+
+def test_functions(path: Path, name: str | None = None) -> list[str]:
+    """`name: first docstring line` of the test functions in a file (those mentioning `name`, if given)."""
+    import ast
+
+    if not path.is_file():
+        return []
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            if name is not None and name not in ast.get_source_segment(path.read_text(), node):
+                continue
+            doc = (ast.get_docstring(node) or "").split("\n")[0]
+            out.append(f"`{node.name}`" + (f": {doc}" if doc else ""))
+    return out
+
+
+def tests_section(kind: str, name: str) -> str:
+    folder = {"balancer": "balancers", "encoder": "networks", "agent": ""}[kind]
+    own = OWN_TESTS.get(kind, {}).get(name, [f"{folder}/test_{name}.py" if folder else f"test_{name}.py"])
+    lines = []
+    for relative in own:
+        relative = relative if "/" in relative or not folder else f"{folder}/{relative}"
+        found = test_functions(TESTS / relative)
+        if found:
+            lines += [f"- `tests/{relative}`:"] + [f"    - {item}" for item in found]
+    for relative in SHARED_TESTS.get(kind, []):
+        found = test_functions(TESTS / relative)
+        if found:
+            lines.append(f"- `tests/{relative}`: {len(found)} tests over the {kind}s (e.g. {found[0].split(':')[0]})")
+    return "\n".join(lines) or "- (no tests of its own)"
+
+
+def table_row(page: str, first_cell: str) -> list[str] | None:
+    """The cells of the row of docs/<page>'s tables whose first cell is `first_cell`."""
+    for line in (ROOT / "docs" / page).read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if cells and cells[0] == first_cell:
+            return cells
+    return None
+
+
+def docstring(obj: Any) -> str:
+    return inspect.cleandoc(obj.__doc__ or "")
+
+
+def balancer_card(name: str) -> str:
+    from mtrl import balancers
+
+    cls = balancers.registry.REGISTRY[name]
+    module = sys.modules[cls.__module__]
+    comments = yaml_comments(CONFIGS / "balancer" / f"{name}.yaml")
+    defaults = {"apply_to": list(cls.default_apply_to), **keyword_defaults(cls)}
+    extra = sorted(balancers.make(name, 3).diagnostics())
+    row = table_row("balancers.md", f"`{name}`")
+    cost = f"{row[3]} at K = 10, {row[4]} at K = 50" if row else "not measured"
+    logs = [
+        "`balancer/<net>/grad_norm/<task>`, `balancer/<net>/mean_cosine`, `balancer/<net>/conflict_fraction` and "
+        "the K x K cosine image `balancer/<net>/cosine` (every balancer, at log steps)",
+        "`balancer/<net>/weight/<task>`: the task weights of the last update"
+        + (" (constant 1/K)" if cls.static else ""),
+    ] + [f"`balancer/<net>/{key}`: this method's own value" for key in extra]
+    return "\n".join(
+        [
+            f"*{docstring(module).splitlines()[0]}* ({'gradient' if cls.kind == 'gradient' else 'loss'} method, "
+            f"`{cls.__module__}.{cls.__name__}`)",
+            "",
+            "## Definition",
+            "",
+            docstring(cls),
+            "",
+            "## Command line",
+            "",
+            "```bash",
+            f"python train.py balancer={name}    # balances {', '.join(cls.default_apply_to)} by default",
+            "```",
+            "",
+            "## Options",
+            "",
+            table("balancer.", defaults, comments),
+            "",
+            "## What it logs",
+            "",
+            "\n".join(f"- {line}" for line in logs),
+            "",
+            "## Measured cost",
+            "",
+            f"One full SAC update with this balancer divided by the `uniform` update (`benchmarks/balancers.py`, "
+            f"[Balancers](../balancers.md)): {cost}.",
+            "",
+            "## Reference tests",
+            "",
+            tests_section("balancer", name),
+        ]
+    )
+
+
+def encoder_card(name: str) -> str:
+    from mtrl import networks
+
+    cls = networks._get(name)
+    module = sys.modules[cls.__module__]
+    options = networks.options_of(name)
+    comments = yaml_comments(CONFIGS / "encoder" / f"{name}.yaml")
+    row = table_row("encoders.md", f"`{name}`")
+    cost = f"{row[3]} parameters (actor + 2 critics, MT10, 3 x 400); update cost {row[4]} x onehot's" if row else ""
+    own = [item for item in test_functions(TESTS / "networks" / "test_networks_encoders.py", f'"{name}"')]
+    return "\n".join(
+        [
+            f"*{docstring(module).splitlines()[0]}* (`{cls.__module__}.{cls.__name__}`)",
+            "",
+            "## Definition",
+            "",
+            docstring(module),
+            "",
+            docstring(cls),
+            "",
+            "## Command line",
+            "",
+            "```bash",
+            f"python train.py encoder={name}                          # actor and critics",
+            f"python train.py actor.encoder={name} critic.encoder=onehot   # per network",
+            "```",
+            "",
+            "## Options",
+            "",
+            table("encoder.", options, comments) if options else "No options.",
+            "",
+            "## What it logs",
+            "",
+            "Nothing of its own: the agent's metrics (see [Training](../training.md#what-a-run-writes)).",
+            "",
+            "## Measured cost",
+            "",
+            (cost or "not measured") + " (`benchmarks/encoders.py`, [Encoders](../encoders.md)).",
+            "",
+            "## Reference tests",
+            "",
+            "\n".join(f"- {item}" for item in own) + ("\n" if own else "") + tests_section("encoder", name),
+        ]
+    )
+
+
+def agent_card(name: str) -> str:
+    from mtrl.agents.registry import AGENTS
+
+    cls = AGENTS[name]
+    module = sys.modules[cls.__module__]
+    comments = yaml_comments(CONFIGS / "agent" / f"{name}.yaml")
+    command = {
+        "sac": "python train.py agent=sac experiment=mt10_mwplus",
+        "cql": "python train.py mode=offline dataset=data/mt10.h5 env=mt10 env.protocol=mtrl sharing=cds",
+        "bc": "python train.py mode=offline agent=bc dataset=data/mt10.h5 env=mt10 env.protocol=mtrl",
+    }[name]
+    return "\n".join(
+        [
+            f"*{docstring(module).splitlines()[0]}* ({cls.mode}, `{cls.__module__}.{cls.__name__}`; trains "
+            f"{', '.join(cls.networks)})",
+            "",
+            "## Definition",
+            "",
+            docstring(module),
+            "",
+            "## Command line",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            "## Options",
+            "",
+            table("agent.", dataclass_defaults(cls.Config), comments, skip=("name",)),
+            "",
+            "## What it logs",
+            "",
+            f"`{name}/<metric>/<task>` and `{name}/<metric>/mean` for every per-task metric of its update, plus "
+            "the balancer's values for each trained network (see [Training](../training.md#what-a-run-writes)).",
+            "",
+            "## Reference tests",
+            "",
+            tests_section("agent", name),
+        ]
+    )
+
+
+CARDS = {"balancer": balancer_card, "encoder": encoder_card, "agent": agent_card}
+METHOD = re.compile(r"<!-- method: (\w+) (\w+) -->")
+
+
+def method_cards(markdown: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    return METHOD.sub(lambda m: CARDS[m.group(1)](m.group(2)), markdown)
