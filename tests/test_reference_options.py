@@ -328,3 +328,22 @@ def test_horizon_next_obs_reset_stores_the_reset_observation_at_the_time_limit(t
         stored = trainer.stored_next_obs(step([False, True]))
         assert stored[:, 0].tolist() == expected
         trainer.close()
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        (["batch_sampling=pooled"], r"batch_sampling.*per_task, uniform"),
+        (["batch_size=1280"], r"batch_size=1280.*null unless batch_sampling=uniform"),
+        (["batch_sampling=uniform", "batch_size=0"], r"batch_size.*>= 1"),
+        (["batch_sampling=uniform", "curriculum=learning_progress"], r"batch_sampling.*per_task .*curriculum"),
+        (["horizon_next_obs=next"], r"horizon_next_obs.*final, reset"),
+        (["agent.init=kaiming"], r"agent\.init.*default, xavier, he_uniform"),
+    ],
+)
+def test_bad_values_of_the_new_options_are_one_line(tmp_path, overrides, pattern):
+    from tests.conftest import smoke_run_config
+
+    with pytest.raises(UserError, match=pattern) as err:
+        smoke_run_config(tmp_path / "x", *overrides)
+    assert "\n" not in str(err.value)
