@@ -135,15 +135,18 @@ class Agent:
         for objective in self.objectives.values():
             objective.replan(plan)
 
-    def compile(self, mode: str, cuda_graphs: bool = True, backend: str = "inductor") -> None:
+    def compile(
+        self, mode: str, cuda_graphs: bool = True, backend: str = "inductor", planned_updates: int | None = None
+    ) -> None:
         """Compile the update with torch.compile (`mode`: none, default, max or auto; see mtrl/agents/compiled.py),
         re-planning the update as compiled when it is; batches of unequal task counts keep the eager update.
 
-        `cuda_graphs=False` keeps CUDA graphs off; `backend` is torch.compile's (tests use aot_eager).
+        `cuda_graphs=False` keeps CUDA graphs off; `backend` is torch.compile's (tests use aot_eager);
+        `planned_updates`: the run's number of updates, which `auto` weighs on CPU.
         """
         from mtrl.agents.compiled import compile_update
 
-        self._update_step = compile_update(self, mode, cuda_graphs, backend)
+        self._update_step = compile_update(self, mode, cuda_graphs, backend, planned_updates)
 
     def set_balancers(self, *balancers: Balancer, **by_network: Balancer) -> None:
         """Choose how each network's per-task losses combine: positionally in `networks` order, or by name."""

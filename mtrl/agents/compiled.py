@@ -12,8 +12,11 @@ Modes:
   as CUDA graphs (``mode="reduce-overhead"``): one graph launch per update instead of ~1,000 kernels.
 - ``max``: ``mode="max-autotune"`` (CUDA: autotuned GEMMs, plus CUDA graphs); CPU:
   ``"max-autotune-no-cudagraphs"``. Much longer compilation.
-- ``auto``: ``none`` on CPU (at MT10 sizes the update is compute-bound: compiling saves about 15% and
-  costs about a minute on the first update), ``default`` on CUDA.
+- ``auto``: ``default`` on CUDA. On CPU ``default`` only where it pays: networks no wider than
+  `CPU_COMPILE_MAX_WIDTH` (there dispatch and elementwise ops, which Inductor fuses, are most of the update)
+  and a run of at least `CPU_COMPILE_MIN_UPDATES` updates (compiling costs about a minute); else ``none``
+  (at MT10 width the update is GEMM-bound and compiling saves little). `benchmarks/compile_cpu.py` measures
+  both sides of the rule.
 
 With every network on a static balancer (uniform, the default) the update is compiled with
 ``fullgraph=True``: one graph, no host synchronisation. With other balancers (gradient methods' host
@@ -27,7 +30,7 @@ and every new count vector would recompile. The choice is made here, once (the a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -42,13 +45,27 @@ if TYPE_CHECKING:
 UpdateStep = Callable[[Batch, tuple[bool, ...]], dict[str, Tensor]]
 
 
-def resolve_mode(mode: str, device: torch.device) -> str:
-    """`auto` -> `none` on CPU, `default` on CUDA; other modes unchanged."""
+#: On CPU `compile=auto` compiles networks no wider than this (benchmarks/compile_cpu.py) ...
+CPU_COMPILE_MAX_WIDTH = 256
+#: ... in runs of at least this many updates (the compilation, about a minute, is paid back by then).
+CPU_COMPILE_MIN_UPDATES = 20_000
+
+
+def resolve_mode(
+    mode: str, device: torch.device, widths: Sequence[int] = (), planned_updates: int | None = None
+) -> str:
+    """`auto` -> `default` on CUDA; on CPU `default` for networks of at most `CPU_COMPILE_MAX_WIDTH` units
+    (`widths`) in runs of at least `CPU_COMPILE_MIN_UPDATES` updates (`planned_updates`; None: unknown, no
+    compilation), else `none`; other modes unchanged."""
     if mode not in COMPILE_MODES:
         raise UserError(f"compile={mode!r} is not allowed; expected one of {', '.join(COMPILE_MODES)}")
-    if mode == "auto":
-        return "default" if device.type == "cuda" else "none"
-    return mode
+    if mode != "auto":
+        return mode
+    if device.type == "cuda":
+        return "default"
+    small = bool(widths) and max(widths) <= CPU_COMPILE_MAX_WIDTH
+    long_run = planned_updates is not None and planned_updates >= CPU_COMPILE_MIN_UPDATES
+    return "default" if small and long_run else "none"
 
 
 def torch_mode(mode: str, device: torch.device, cuda_graphs: bool) -> str:
@@ -79,11 +96,14 @@ def mark_static_tensors(agent: "Agent") -> None:
                         torch._dynamo.mark_static_address(tensor)
 
 
-def compile_update(agent: "Agent", mode: str, cuda_graphs: bool = True, backend: str = "inductor") -> UpdateStep:
+def compile_update(
+    agent: "Agent", mode: str, cuda_graphs: bool = True, backend: str = "inductor", planned_updates: int | None = None
+) -> UpdateStep:
     """The update step to use for `mode` (`agent.update_step` itself for none); `cuda_graphs=False` keeps
     CUDA graphs off even where the mode would use them (to time Inductor's kernels alone); `backend`:
-    torch.compile's (inductor; eager or aot_eager check the tracing alone, quickly)."""
-    mode = resolve_mode(mode, agent.device)
+    torch.compile's (inductor; eager or aot_eager check the tracing alone, quickly); `planned_updates`: how many
+    updates the run will make (what `auto` weighs on CPU)."""
+    mode = resolve_mode(mode, agent.device, agent.config.hidden_sizes, planned_updates)
     if mode == "none" or not agent.plan.equal_counts:
         agent.plan_updates(dataclasses.replace(agent.plan, compiled=False))
         return agent.update_step

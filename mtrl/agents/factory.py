@@ -96,8 +96,17 @@ def check_loss_signs(config: BalancerConfig, agent: Agent, balancer: balancers.B
 def build_agent(config: TrainConfig, task_names: list[str], obs_dim: int, act_dim: int) -> Agent:
     """The agent `config.agent` describes on `config.device`, its update compiled as `config.compile` says."""
     agent = construct_agent(config, task_names, obs_dim, act_dim, pick_device(config.device))
-    agent.compile(config.compile)  # lazy: torch.compile traces at the first update
+    agent.compile(config.compile, planned_updates=planned_updates(config, len(task_names)))  # traced lazily
     return agent
+
+
+def planned_updates(config: TrainConfig, num_tasks: int) -> int:
+    """How many updates a run makes: offline its total_steps; online one batch of `updates_per_step` per vector
+    step (of `env.slots` or tasks x `env.envs_per_task` envs) after the warm-up."""
+    if config.offline_mode:
+        return config.total_steps
+    vector = config.env.slots or num_tasks * config.env.envs_per_task
+    return int(max(config.total_steps - config.warmup_steps, 0) / vector * config.updates_per_step)
 
 
 @dataclass
