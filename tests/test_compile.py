@@ -303,17 +303,17 @@ def test_loading_adam_state_keeps_its_tensors_and_this_devices_flags():
     assert optim.param_groups[0]["fused"] is True and not optim.param_groups[0]["foreach"]
 
 
-def test_compile_auto_compiles_on_cpu_only_small_networks_in_long_runs():
-    from mtrl.agents.compiled import CPU_COMPILE_MAX_WIDTH, CPU_COMPILE_MIN_UPDATES, resolve_mode
+def test_compile_auto_compiles_on_cpu_one_graph_updates_of_long_runs():
+    from mtrl.agents.compiled import CPU_COMPILE_MIN_UPDATES, resolve_mode
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     long_run, short_run = CPU_COMPILE_MIN_UPDATES, CPU_COMPILE_MIN_UPDATES - 1
-    assert resolve_mode("auto", cpu, [64, 64], long_run) == "default"
-    assert resolve_mode("auto", cpu, [CPU_COMPILE_MAX_WIDTH + 1] * 3, long_run) == "none"
-    assert resolve_mode("auto", cpu, [64, 64], short_run) == "none"
-    assert resolve_mode("auto", cpu, [64, 64], None) == "none"
-    assert resolve_mode("auto", cuda, [400] * 3, 10) == "default"
-    assert resolve_mode("none", cpu, [64], long_run) == "none" and resolve_mode("max", cpu, [400], 1) == "max"
+    assert resolve_mode("auto", cpu, True, long_run) == "default"
+    assert resolve_mode("auto", cpu, False, long_run) == "none"  # gradient balancers: graph breaks, not measured
+    assert resolve_mode("auto", cpu, True, short_run) == "none"
+    assert resolve_mode("auto", cpu, True, None) == "none"
+    assert resolve_mode("auto", cuda, False, 10) == "default"
+    assert resolve_mode("none", cpu, True, long_run) == "none" and resolve_mode("max", cpu, False, 1) == "max"
 
 
 def test_planned_updates_count_vector_steps_after_the_warm_up(tmp_path):

@@ -12,11 +12,11 @@ Modes:
   as CUDA graphs (``mode="reduce-overhead"``): one graph launch per update instead of ~1,000 kernels.
 - ``max``: ``mode="max-autotune"`` (CUDA: autotuned GEMMs, plus CUDA graphs); CPU:
   ``"max-autotune-no-cudagraphs"``. Much longer compilation.
-- ``auto``: ``default`` on CUDA. On CPU ``default`` only where it pays: networks no wider than
-  `CPU_COMPILE_MAX_WIDTH` (there dispatch and elementwise ops, which Inductor fuses, are most of the update)
-  and a run of at least `CPU_COMPILE_MIN_UPDATES` updates (compiling costs about a minute); else ``none``
-  (at MT10 width the update is GEMM-bound and compiling saves little). `benchmarks/compile_cpu.py` measures
-  both sides of the rule.
+- ``auto``: ``default`` on CUDA. On CPU ``default`` where it is measured to pay: the update is one graph (every
+  balancer static: uniform, the default) and the run makes at least `CPU_COMPILE_MIN_UPDATES` updates
+  (compiling costs up to about a minute; `benchmarks/compile_cpu.py` measured the compiled update at 0.69x
+  the eager one at 2 x 64, 0.74x at 2 x 256 and 0.87x at 3 x 400, paying for itself within about 2,300
+  updates); else ``none``.
 
 With every network on a static balancer (uniform, the default) the update is compiled with
 ``fullgraph=True``: one graph, no host synchronisation. With other balancers (gradient methods' host
@@ -30,7 +30,7 @@ and every new count vector would recompile. The choice is made here, once (the a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -45,17 +45,14 @@ if TYPE_CHECKING:
 UpdateStep = Callable[[Batch, tuple[bool, ...]], dict[str, Tensor]]
 
 
-#: On CPU `compile=auto` compiles networks no wider than this (benchmarks/compile_cpu.py) ...
-CPU_COMPILE_MAX_WIDTH = 256
-#: ... in runs of at least this many updates (the compilation, about a minute, is paid back by then).
-CPU_COMPILE_MIN_UPDATES = 20_000
+#: On CPU `compile=auto` compiles one-graph updates of runs with at least this many updates (the compilation,
+#: up to about a minute, was paid back within about 2,300 updates at every measured size: benchmarks/compile_cpu.py).
+CPU_COMPILE_MIN_UPDATES = 10_000
 
 
-def resolve_mode(
-    mode: str, device: torch.device, widths: Sequence[int] = (), planned_updates: int | None = None
-) -> str:
-    """`auto` -> `default` on CUDA; on CPU `default` for networks of at most `CPU_COMPILE_MAX_WIDTH` units
-    (`widths`) in runs of at least `CPU_COMPILE_MIN_UPDATES` updates (`planned_updates`; None: unknown, no
+def resolve_mode(mode: str, device: torch.device, one_graph: bool = True, planned_updates: int | None = None) -> str:
+    """`auto` -> `default` on CUDA; on CPU `default` when the update is one graph (`one_graph`: every balancer
+    static) in a run of at least `CPU_COMPILE_MIN_UPDATES` updates (`planned_updates`; None: unknown, no
     compilation), else `none`; other modes unchanged."""
     if mode not in COMPILE_MODES:
         raise UserError(f"compile={mode!r} is not allowed; expected one of {', '.join(COMPILE_MODES)}")
@@ -63,9 +60,8 @@ def resolve_mode(
         return mode
     if device.type == "cuda":
         return "default"
-    small = bool(widths) and max(widths) <= CPU_COMPILE_MAX_WIDTH
     long_run = planned_updates is not None and planned_updates >= CPU_COMPILE_MIN_UPDATES
-    return "default" if small and long_run else "none"
+    return "default" if one_graph and long_run else "none"
 
 
 def torch_mode(mode: str, device: torch.device, cuda_graphs: bool) -> str:
@@ -103,7 +99,7 @@ def compile_update(
     CUDA graphs off even where the mode would use them (to time Inductor's kernels alone); `backend`:
     torch.compile's (inductor; eager or aot_eager check the tracing alone, quickly); `planned_updates`: how many
     updates the run will make (what `auto` weighs on CPU)."""
-    mode = resolve_mode(mode, agent.device, agent.config.hidden_sizes, planned_updates)
+    mode = resolve_mode(mode, agent.device, is_static(agent), planned_updates)
     if mode == "none" or not agent.plan.equal_counts:
         agent.plan_updates(dataclasses.replace(agent.plan, compiled=False))
         return agent.update_step
