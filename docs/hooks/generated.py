@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -120,6 +121,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = markdown.replace("<!-- config-reference -->", config_reference())
     if "<!-- method: " in markdown:
         markdown = method_cards(markdown)
+    if "<!-- peer-speed -->" in markdown:
+        markdown = markdown.replace("<!-- peer-speed -->", peer_speed_table())
     if "<!-- changelog -->" in markdown:
         changelog = (ROOT / "CHANGELOG.md").read_text()
         markdown = markdown.replace("<!-- changelog -->", changelog.split("\n", 1)[1])
@@ -332,3 +335,35 @@ METHOD = re.compile(r"<!-- method: (\w+) (\w+) -->")
 def method_cards(markdown: str) -> str:
     sys.path.insert(0, str(ROOT))
     return METHOD.sub(lambda m: CARDS[m.group(1)](m.group(2)), markdown)
+
+
+def peer_speed_table() -> str:
+    """docs/results/peer_speed.json as markdown: the update per size and pinning, the loops per round."""
+    table = json.loads((ROOT / "docs" / "results" / "peer_speed.json").read_text())
+    lines = [
+        f"Commit `{table['commit']}`, {table['machine']}; one pinned core and one thread each, both at once.",
+        "",
+        "| update, hidden | pinning | mtrl CPU ms | reference CPU ms | mtrl / reference | mtrl plan "
+        "| acting ms (mtrl / ref) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table["update"]:
+        plan = "compiled" if (row.get("mtrl_update_plan") or {}).get("compiled") else "eager"
+        lines.append(
+            f"| {row['hidden']} | {row['pinning']} | {row['mtrl_update_cpu_ms']} | {row['reference_update_cpu_ms']} | "
+            f"{row['cpu_ratio']} | {plan} | {row['mtrl_act_ms']} / {row['reference_act_ms']} |"
+        )
+    if table["loop"]:
+        lines += [
+            "",
+            "| loop (3 x 400, one update per vector step) | pinning | mtrl CPU ms / step | reference CPU ms / step | "
+            "mtrl env steps/s | reference env steps/s | throughput mtrl / reference |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in table["loop"]:
+            lines.append(
+                f"| {row['round']} | {row['pinning']} | {row['mtrl_loop_cpu_ms_per_vector_step']} | "
+                f"{row['reference_loop_cpu_ms_per_vector_step']} | {row['mtrl_env_steps_per_s']} | "
+                f"{row['reference_env_steps_per_s']} | {row['throughput_ratio']} |"
+            )
+    return "\n".join(lines)
