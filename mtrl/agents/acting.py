@@ -138,11 +138,8 @@ class ActingPolicy:
         if self.device.type != "cpu":
             return self.policy.act(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic)
         obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
-        # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups
-        # (already one thread, as in the harness and most runs on small machines: no switching at all).
+        # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
         threads = torch.get_num_threads()
-        if threads == 1:
-            return self.policy.act(obs_t, ids_t, deterministic)
         torch.set_num_threads(1)
         try:
             return self.policy.act(obs_t, ids_t, deterministic)
