@@ -27,6 +27,7 @@ def update_rows(directory: Path) -> list[dict]:
         ours, peer = read(directory / f"mtrl-{tag}.json"), read(directory / f"peer-{tag}.json")
         rows.append(
             {
+                "run": directory.name,
                 "hidden": ours["hidden"],
                 "pinning": pinning,
                 "mtrl_update_cpu_ms": ours["update_cpu_ms_mean"],

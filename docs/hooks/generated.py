@@ -343,14 +343,15 @@ def peer_speed_table() -> str:
     lines = [
         f"Commit `{table['commit']}`, {table['machine']}; one pinned core and one thread each, both at once.",
         "",
-        "| update, hidden | pinning | mtrl CPU ms | reference CPU ms | mtrl / reference | mtrl plan "
+        "| update, hidden | run | pinning | mtrl CPU ms | reference CPU ms | mtrl / reference | mtrl plan "
         "| acting ms (mtrl / ref) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in table["update"]:
         plan = "compiled" if (row.get("mtrl_update_plan") or {}).get("compiled") else "eager"
         lines.append(
-            f"| {row['hidden']} | {row['pinning']} | {row['mtrl_update_cpu_ms']} | {row['reference_update_cpu_ms']} | "
+            f"| {row['hidden']} | {row.get('run', '')} | {row['pinning']} | {row['mtrl_update_cpu_ms']} | "
+            f"{row['reference_update_cpu_ms']} | "
             f"{row['cpu_ratio']} | {plan} | {row['mtrl_act_ms']} / {row['reference_act_ms']} |"
         )
     if table["loop"]:
