@@ -121,6 +121,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = markdown.replace("<!-- config-reference -->", config_reference())
     if "<!-- method: " in markdown:
         markdown = method_cards(markdown)
+    if "<!-- module: " in markdown:
+        sys.path.insert(0, str(ROOT))
+        markdown = MODULE.sub(lambda m: module_card(m.group(1), *m.group(2).split()), markdown)
     if "<!-- peer-speed -->" in markdown:
         markdown = markdown.replace("<!-- peer-speed -->", peer_speed_table())
     if "<!-- changelog -->" in markdown:
@@ -368,3 +371,18 @@ def peer_speed_table() -> str:
                 f"{row['reference_env_steps_per_s']} | {row['throughput_ratio']} |"
             )
     return "\n".join(lines)
+
+
+def module_card(module_name: str, *test_files: str) -> str:
+    """A module's docstring as its definition and the tests of the given files (paths under tests/)."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    lines = ["## Definition", "", f"(`{module_name}`)", "", docstring(module), "", "## Reference tests", ""]
+    for relative in test_files:
+        found = test_functions(TESTS / relative)
+        lines += [f"- `tests/{relative}`:"] + [f"    - {item}" for item in found]
+    return "\n".join(lines)
+
+
+MODULE = re.compile(r"<!-- module: ([\w.]+)((?: [\w/.]+)*) -->")
