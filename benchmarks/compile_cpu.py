@@ -18,26 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from common import filled_replay  # noqa: E402
-from peer_side import TASKS, machine, preset, time_calls  # noqa: E402
-
-from mtrl.agents.factory import build_agent  # noqa: E402
+from peer_side import machine, time_calls, warmed_agent  # noqa: E402
 
 
 def measure(hidden: str, mode: str, seconds: float) -> dict:
     torch.manual_seed(0)
-    config = preset([f"agent.hidden_sizes=[{hidden}]", "torch_threads=1", f"compile={mode}"])
-    agent = build_agent(config, [f"task{i}" for i in range(TASKS)], 39, 4)
-    batch = filled_replay(TASKS, per_task=256).sample(np.full(TASKS, config.batch_size_per_task))
-    begin = time.perf_counter()
-    agent.update(batch)
-    first = time.perf_counter() - begin
-    for _ in range(2):
-        agent.update(batch)
+    _, agent, batch, first = warmed_agent(hidden, 1, mode)
     cpu = time.process_time()
     times = time_calls(lambda: agent.update(batch), seconds, 10)
     return {

@@ -79,10 +79,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def update(args: argparse.Namespace) -> dict[str, Any]:
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    config = preset([f"agent.hidden_sizes=[{args.hidden}]", f"torch_threads={args.threads}", f"compile={args.compile}"])
+def warmed_agent(hidden: str, threads: int, compile_mode: str) -> tuple[TrainConfig, Any, Any, float]:
+    """The preset's agent as train.py builds it, one fixed batch, and the seconds of its first update (the
+    compilation, if any); two more untimed updates follow."""
+    config = preset([f"agent.hidden_sizes=[{hidden}]", f"torch_threads={threads}", f"compile={compile_mode}"])
     agent = build_agent(config, [f"task{i}" for i in range(TASKS)], 39, 4)
     batch = filled_replay(TASKS, per_task=256).sample(np.full(TASKS, config.batch_size_per_task))
     begin = time.perf_counter()
@@ -90,6 +90,13 @@ def update(args: argparse.Namespace) -> dict[str, Any]:
     first = time.perf_counter() - begin
     for _ in range(2):
         agent.update(batch)
+    return config, agent, batch, first
+
+
+def update(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    config, agent, batch, first = warmed_agent(args.hidden, args.threads, args.compile)
     wait_at_barrier()
     cpu = time.process_time()
     times = time_calls(lambda: agent.update(batch), args.seconds, args.updates)

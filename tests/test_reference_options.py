@@ -16,7 +16,7 @@ from mtrl.agents.sac import temperature_loss
 from mtrl.batch import Batch
 from mtrl.errors import UserError
 from mtrl.networks import make_network
-from mtrl.train.replay import MultiTaskReplay
+from tests.test_sac import _batch as batch
 
 K, OBS, ACT = 3, 39, 4
 
@@ -25,21 +25,6 @@ def agent(**options) -> SACAgent:
     torch.manual_seed(0)
     config = SACConfig(hidden_sizes=[64, 64], **options)
     return SACAgent(OBS, ACT, [f"t{i}" for i in range(K)], config, {"name": "onehot"}, torch.device("cpu"))
-
-
-def batch(per_task: int = 16):
-    rng = np.random.default_rng(0)
-    replay = MultiTaskReplay(K, 100, OBS, ACT, seed=0)
-    for _ in range(50):
-        replay.add(
-            np.arange(K),
-            rng.normal(size=(K, OBS)),
-            rng.uniform(-1, 1, (K, ACT)),
-            rng.uniform(0, 1, K),
-            rng.normal(size=(K, OBS)),
-            np.zeros(K),
-        )
-    return replay.sample(np.full(K, per_task))
 
 
 # ----- agent.init=he_uniform (Meta-World+ cfg/nn.py:15,19; rl/networks.py:34-40,226-228) ---------------------
