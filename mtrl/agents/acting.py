@@ -21,10 +21,12 @@ from mtrl.config.schema import EncoderConfig
 from mtrl.errors import UserError
 from mtrl.networks import make_network
 
-INITS = ("default", "xavier", "he_uniform")
+INITS = ("default", "xavier", "he_uniform", "orthogonal")
 #: he_uniform's output-layer ranges by network role: U(-b, b) weights and biases
 #: (Meta-World+, rl/networks.py:34-40,226-228).
 HEAD_BOUNDS = {"actor": 1e-3, "critic": 3e-3}
+#: orthogonal's gains: sqrt(2) for every layer, 1 for the actor's log-std rows (BRC, jaxrl/networks.py:6-7,132-133).
+ORTHOGONAL_GAIN, LOG_STD_GAIN = math.sqrt(2.0), 1.0
 
 
 def linear_layers(module: nn.Module) -> list[tuple[Tensor, Tensor | None]]:
@@ -37,12 +39,14 @@ def linear_layers(module: nn.Module) -> list[tuple[Tensor, Tensor | None]]:
 
 
 @torch.no_grad()
-def initialise(module: nn.Module, scheme: str, head_bound: float | None = None) -> None:
+def initialise(module: nn.Module, scheme: str, head_bound: float | None = None, log_std_rows: bool = False) -> None:
     """Re-initialise the linear layers of `module`.
 
     xavier: Xavier-uniform nn.Linear weights, zero biases (facebookresearch/mtrl). he_uniform: every linear
     layer's weights U(+-sqrt(6 / fan_in)), zero biases, and the output layer (the last linear layer) U(+-head_bound)
-    in weights and biases when `head_bound` is given (Meta-World+).
+    in weights and biases when `head_bound` is given (Meta-World+). orthogonal: every linear layer's (per-task,
+    parallel: each slice's) weights orthogonal with gain sqrt(2), zero biases, and for the actor (`log_std_rows`
+    True) the output layer's second half, the log-std rows, orthogonal apart with gain 1 (BRC).
     """
     if scheme == "xavier":
         for sub in module.modules():
@@ -61,6 +65,18 @@ def initialise(module: nn.Module, scheme: str, head_bound: float | None = None) 
             for tensor in layers[-1]:
                 if tensor is not None:
                     tensor.uniform_(-head_bound, head_bound)
+    elif scheme == "orthogonal":
+        layers = linear_layers(module)
+        for weight, bias in layers:
+            for matrix in weight.reshape(-1, *weight.shape[-2:]):
+                nn.init.orthogonal_(matrix, ORTHOGONAL_GAIN)
+            if bias is not None:
+                bias.zero_()
+        if layers and log_std_rows:
+            out = layers[-1][0].shape[-2] // 2
+            for matrix in layers[-1][0].reshape(-1, *layers[-1][0].shape[-2:]):
+                nn.init.orthogonal_(matrix[:out], ORTHOGONAL_GAIN)
+                nn.init.orthogonal_(matrix[out:], LOG_STD_GAIN)
 
 
 def build_network(
@@ -72,20 +88,28 @@ def build_network(
     init: str,
     device: torch.device,
     role: str = "actor",
+    backbone: str = "mlp",
 ) -> nn.Module:
-    """A task-conditioned network on `device`, initialised by `init` (`role`, actor or critic, picks he_uniform's
-    output range); a value the network refuses is a one-line UserError naming its option (`encoder.<option>`,
-    `<net>.encoder_options.<option>` or `agent.hidden_sizes`)."""
+    """A task-conditioned network on `device` with `backbone`'s layer stacks, initialised by `init` (`role`, actor
+    or critic, picks he_uniform's output range and orthogonal's log-std rows); a value the network refuses is a
+    one-line UserError naming its option (`encoder.<option>`, `<net>.encoder_options.<option>` or `agent.<option>`)."""
     try:
         net = make_network(
-            encoder.name, in_dim, out_dim, len(task_names), hidden_sizes, task_names=task_names, **encoder.options
+            encoder.name,
+            in_dim,
+            out_dim,
+            len(task_names),
+            hidden_sizes,
+            task_names=task_names,
+            backbone=backbone,
+            **encoder.options,
         )
     except UserError:
         raise
     except ValueError as err:
-        where = "agent." if str(err).startswith("hidden_sizes") else f"{encoder.key}."
+        where = "agent." if str(err).startswith(("hidden_sizes", "backbone")) else f"{encoder.key}."
         raise UserError(f"{where}{err} (encoder={encoder.name})") from None
-    initialise(net, init, HEAD_BOUNDS[role])
+    initialise(net, init, HEAD_BOUNDS[role], log_std_rows=role == "actor")
     return net.to(device)
 
 
@@ -121,7 +145,14 @@ class ActingPolicy:
         agent, dims = config.agent, state["dims"]
         task_names = list(state["env"]["tasks"])
         network = build_network(
-            config.actor_encoder, dims["obs"], 2 * dims["act"], task_names, agent.hidden_sizes, "default", device
+            config.actor_encoder,
+            dims["obs"],
+            2 * dims["act"],
+            task_names,
+            agent.network_sizes("actor"),
+            "default",
+            device,
+            backbone=agent.backbone,
         )
         load_modules({"actor": network}, state["agent"])
         acting = cls(TanhGaussianPolicy(network, agent.log_std_min, agent.log_std_max, agent.log_std_bounds), device)

@@ -28,6 +28,7 @@ from mtrl.balancers.objective import BalancedObjective, SampleLoss, UpdatePlan, 
 from mtrl.batch import Batch, Counts, equal_count, map_task_chunks
 from mtrl.config.schema import EncoderConfig
 from mtrl.errors import UserError
+from mtrl.networks.backbone import BACKBONES
 
 
 @dataclass
@@ -36,16 +37,24 @@ class AgentConfig:
 
     name: str = ""
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
+    actor_hidden_sizes: list[int] | None = None  # the actor's own widths (BRC: [256, 256]); None: hidden_sizes
+    critic_hidden_sizes: list[int] | None = None  # each critic's widths (BRC: [4096] * 3); None: hidden_sizes
+    backbone: str = "mlp"  # mlp, or bronet: BRC's residual blocks with layer norm (mtrl/networks/backbone.py)
     init: str = "default"  # default: PyTorch's; xavier: facebookresearch/mtrl's; he_uniform: Meta-World+'s (acting.py)
     log_std_min: float = -20.0
     log_std_max: float = 2.0
     log_std_bounds: str = "clamp"  # clamp, or tanh (facebookresearch/mtrl's smooth map into the bounds)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8  # PyTorch's; Meta-World+ uses 1e-5
+    weight_decay: float = 0.0  # decoupled (AdamW) weight decay of the actor and critic optimisers (BRC: 1e-4)
     clip_grad_norm: float | None = None  # clip each network's gradient to this norm (None: no clipping)
 
     def __post_init__(self) -> None:
         self.hidden_sizes = checks.sizes("agent.hidden_sizes", self.hidden_sizes)
+        for key in ("actor_hidden_sizes", "critic_hidden_sizes"):
+            if getattr(self, key) is not None:
+                setattr(self, key, checks.sizes(f"agent.{key}", getattr(self, key)))
+        self.backbone = checks.choice("agent.backbone", self.backbone, BACKBONES)
         self.init = checks.choice("agent.init", self.init, INITS)
         self.log_std_max = checks.number("agent.log_std_max", self.log_std_max)
         self.log_std_min = checks.number("agent.log_std_min", self.log_std_min, high=self.log_std_max, strict_high=True)
@@ -54,8 +63,14 @@ class AgentConfig:
             raise checks.fail("agent.adam_betas", self.adam_betas, "two numbers in [0, 1)")
         self.adam_betas = [checks.number("agent.adam_betas", b, 0, 1, strict_high=True) for b in self.adam_betas]
         self.adam_eps = checks.number("agent.adam_eps", self.adam_eps, 0, strict_low=True)
+        self.weight_decay = checks.number("agent.weight_decay", self.weight_decay, 0)
         if self.clip_grad_norm is not None:
             self.clip_grad_norm = checks.number("agent.clip_grad_norm", self.clip_grad_norm, 0, strict_low=True)
+
+    def network_sizes(self, role: str) -> list[int]:
+        """The hidden widths of the actor (`role` actor) or of each critic (critic)."""
+        own = self.actor_hidden_sizes if role == "actor" else self.critic_hidden_sizes
+        return self.hidden_sizes if own is None else own
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,13 +130,20 @@ class Agent:
     def network(self, encoder: EncoderConfig, in_dim: int, out_dim: int, role: str = "actor") -> nn.Module:
         """A task-conditioned network on this agent's device, initialised by `config.init` (`role`: actor or
         critic, whose output layers he_uniform initialises at different ranges)."""
+        config = self.config
+        sizes = config.network_sizes(role)
         return build_network(
-            encoder, in_dim, out_dim, self.task_names, self.config.hidden_sizes, self.config.init, self.device, role
+            encoder, in_dim, out_dim, self.task_names, sizes, config.init, self.device, role, config.backbone
         )
 
-    def optimizer(self, params: Any, lr: float) -> torch.optim.Adam:
-        """Adam with the configured betas and epsilon, in the device's fastest implementation (mtrl/agents/optim.py)."""
-        return make_adam(params, lr, tuple(self.config.adam_betas), self.device, self.config.adam_eps)
+    def optimizer(
+        self, params: Any, lr: float, betas: list[float] | None = None, weight_decay: float | None = None
+    ) -> torch.optim.Adam:
+        """Adam with the configured betas, epsilon and decoupled weight decay (or the given ones), in the device's
+        fastest implementation (mtrl/agents/optim.py)."""
+        config = self.config
+        decay = config.weight_decay if weight_decay is None else weight_decay
+        return make_adam(params, lr, tuple(betas or config.adam_betas), self.device, config.adam_eps, decay)
 
     def nonnegative_losses(self) -> set[str]:
         """The trained networks whose per-task losses can never be negative (balancers that take logarithms of
@@ -184,6 +206,12 @@ class Agent:
     def load_normalizer_state(self, state: Mapping[str, Any]) -> None:
         saved = state.get("obs_normalizer")
         self.set_obs_normalizer(None if saved is None else ObsNormalizer.from_state(saved, self.obs_dim, self.device))
+
+    def observe_rewards(
+        self, task_ids: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+    ) -> None:
+        """One training vector step's rewards and episode ends, per env slot (agents that scale rewards by
+        statistics of the returns keep them; others ignore them)."""
 
     # ----- learning -------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, Tensor]:

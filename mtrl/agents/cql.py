@@ -59,6 +59,12 @@ class CQLConfig(SACConfig):
         self.cql_lagrange_lr = checks.number("agent.cql_lagrange_lr", self.cql_lagrange_lr, 0, strict_low=True)
         checks.flag("agent.deterministic_backup", self.deterministic_backup)
         self.bc_updates = checks.integer("agent.bc_updates", self.bc_updates, 0)
+        if self.critic_type != "scalar":
+            raise checks.fail("agent.critic_type", self.critic_type, "scalar with agent=cql (its penalty is on Q)")
+        if self.return_normalization != "none":
+            raise checks.fail(
+                "agent.return_normalization", self.return_normalization, "none with agent=cql (it sees no episodes)"
+            )
 
 
 class CQLAgent(SACAgent):
@@ -76,7 +82,7 @@ class CQLAgent(SACAgent):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.log_lagrange = torch.zeros(self.num_tasks, device=self.device, requires_grad=True)
-        self.lagrange_optim = self.optimizer([self.log_lagrange], self.config.cql_lagrange_lr)
+        self.lagrange_optim = self.optimizer([self.log_lagrange], self.config.cql_lagrange_lr, weight_decay=0.0)
         self._scheduled_bc: bool | None = None  # the running update's behaviour-cloning phase (its schedule's)
 
     @property

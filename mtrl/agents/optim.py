@@ -34,11 +34,25 @@ def adam_flags(device: torch.device) -> dict[str, bool]:
 
 
 def make_adam(
-    params: Iterable[Tensor], lr: float, betas: tuple[float, float], device: torch.device, eps: float = 1e-8
+    params: Iterable[Tensor],
+    lr: float,
+    betas: tuple[float, float],
+    device: torch.device,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
 ) -> torch.optim.Adam:
-    """Adam for parameters on `device`, its state created at once (a compiled step must find it there)."""
+    """Adam for parameters on `device`, its state created at once (a compiled step must find it there);
+    `weight_decay` is decoupled (AdamW's p <- p - lr (wd p + Adam's step), optax.adamw's too)."""
     params = list(params)
-    optim = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, **adam_flags(device))
+    optim = torch.optim.Adam(
+        params,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=weight_decay > 0,
+        **adam_flags(device),
+    )
     for p in params:
         adam_state(optim, p)
     return optim

@@ -9,16 +9,20 @@ default balancer, `uniform`, is the mean over tasks).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from mtrl import checks
+from mtrl.agents import categorical
 from mtrl.agents.base import Agent, AgentConfig, apply_module, load_modules
 from mtrl.agents.optim import load_adam
+from mtrl.agents.return_norm import ReturnNormalizer
 from mtrl.balancers.objective import BalancedObjective, SampleLoss
 from mtrl.batch import Batch, equal_count
 from mtrl.errors import UserError
@@ -41,6 +45,13 @@ class SACConfig(AgentConfig):
     critic_loss: str = "sum"  # sum or mean of the twin critics' losses (Meta-World+: mean)
     shared_alpha: bool = False  # one temperature for all tasks (facebookresearch/mtrl's run scripts)
     alpha_loss: str = "log_alpha"  # -log(alpha)(log pi + H), or alpha: alpha(-log pi - H) (facebookresearch/mtrl)
+    alpha_betas: list[float] | None = None  # the temperature's Adam betas (BRC: [0.5, 0.999]); None: adam_betas
+    critic_type: str = "scalar"  # scalar Q, or categorical: logits over num_atoms values on [v_min, v_max] (BRC)
+    num_atoms: int = 101
+    v_min: float = -10.0
+    v_max: float = 10.0
+    return_normalization: str = "none"  # none, or brc: per-task reward scaling by the largest return (return_norm.py)
+    shared_task_embedding: bool = False  # the critics share one task embedding, which the actor reads (BRC)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,12 +66,30 @@ class SACConfig(AgentConfig):
         self.critic_loss = checks.choice("agent.critic_loss", self.critic_loss, CRITIC_LOSSES)
         self.shared_alpha = checks.flag("agent.shared_alpha", self.shared_alpha)
         self.alpha_loss = checks.choice("agent.alpha_loss", self.alpha_loss, ALPHA_LOSSES)
+        if self.alpha_betas is not None:
+            if not isinstance(self.alpha_betas, (list, tuple)) or len(self.alpha_betas) != 2:
+                raise checks.fail("agent.alpha_betas", self.alpha_betas, "two numbers in [0, 1)")
+            self.alpha_betas = [checks.number("agent.alpha_betas", b, 0, 1, strict_high=True) for b in self.alpha_betas]
+        self.critic_type = checks.choice("agent.critic_type", self.critic_type, CRITIC_TYPES)
+        self.num_atoms = checks.integer("agent.num_atoms", self.num_atoms, 2)
+        self.v_max = checks.number("agent.v_max", self.v_max)
+        self.v_min = checks.number("agent.v_min", self.v_min, high=self.v_max, strict_high=True)
+        self.return_normalization = checks.choice(
+            "agent.return_normalization", self.return_normalization, RETURN_NORMALIZATIONS
+        )
+        if self.return_normalization == "brc" and self.v_max <= 0:
+            raise checks.fail("agent.v_max", self.v_max, "> 0 with agent.return_normalization=brc")
+        self.shared_task_embedding = checks.flag("agent.shared_task_embedding", self.shared_task_embedding)
 
 
 #: How the twin critics' squared TD errors combine: their sum, or their mean (half the sum).
 CRITIC_LOSSES = ("sum", "mean")
 #: The temperature loss's form; both move log alpha towards target entropy, `alpha` with gradients scaled by alpha.
 ALPHA_LOSSES = ("log_alpha", "alpha")
+#: What a critic outputs: one Q value, or logits of a distribution over a fixed support (mtrl/agents/categorical.py).
+CRITIC_TYPES = ("scalar", "categorical")
+#: Reward scaling inside the agent: none, or BRC's per-task scaling by the largest return (mtrl/agents/return_norm.py).
+RETURN_NORMALIZATIONS = ("none", "brc")
 
 
 def temperature_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float, form: str) -> Tensor:
@@ -84,15 +113,32 @@ class Temperatures(nn.Module):
 
 
 class TwinQ(nn.Module):
-    """Two independent Q networks over (obs, action) with the same task conditioning."""
+    """Two independent Q networks over (obs, action) with the same task conditioning: (B,) Q values each, or with
+    `scalar` False (a categorical critic) (B, atoms) logits each."""
 
-    def __init__(self, q1: nn.Module, q2: nn.Module):
+    def __init__(self, q1: nn.Module, q2: nn.Module, scalar: bool = True):
         super().__init__()
         self.q1, self.q2 = q1, q2
+        self.scalar = scalar
 
     def forward(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([obs, action], dim=-1)
-        return self.q1(x, task_ids).squeeze(-1), self.q2(x, task_ids).squeeze(-1)
+        q1, q2 = self.q1(x, task_ids), self.q2(x, task_ids)
+        return (q1.squeeze(-1), q2.squeeze(-1)) if self.scalar else (q1, q2)
+
+
+def share_task_embedding(critic: TwinQ, actor: nn.Module) -> None:
+    """BRC's task conditioning: one task embedding table for both critics, which the actor reads as a buffer
+    (the same storage: it follows the critics' updates, and the actor's loss does not train it)."""
+    tables = [getattr(net, "embedding", None) for net in (critic.q1, critic.q2, actor)]
+    if not all(isinstance(t, nn.Parameter) for t in tables) or len({tuple(t.shape) for t in tables}) != 1:
+        raise UserError(
+            "agent.shared_task_embedding=true needs encoder=embedding (the same dim) for the actor and the critics"
+        )
+    table = critic.q1.embedding
+    critic.q2.embedding = table
+    del actor._parameters["embedding"]
+    actor.register_buffer("embedding", table.detach())
 
 
 class SACAgent(Agent):
@@ -114,7 +160,15 @@ class SACAgent(Agent):
         super().__init__(*args, **kwargs)
         config = self.config
         in_dim = self.obs_dim + self.act_dim
-        self.critic = TwinQ(*(self.network(self.critic_encoder, in_dim, 1, role="critic") for _ in range(2)))
+        self.categorical = config.critic_type == "categorical"
+        out_dim = config.num_atoms if self.categorical else 1
+        self.critic = TwinQ(
+            *(self.network(self.critic_encoder, in_dim, out_dim, role="critic") for _ in range(2)),
+            scalar=not self.categorical,
+        )
+        if config.shared_task_embedding:
+            share_task_embedding(self.critic, self.actor)
+        self.atoms = categorical.support(config.v_min, config.v_max, config.num_atoms, self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = Temperatures(1 if config.shared_alpha else self.num_tasks, config.init_alpha, self.device)
         self.log_alpha = self.temperature.log_alpha
@@ -124,17 +178,55 @@ class SACAgent(Agent):
         self.target_entropy = -float(self.act_dim) if config.target_entropy is None else float(config.target_entropy)
         self.actor_optim = self.optimizer(self.actor.parameters(), config.actor_lr)
         self.critic_optim = self.optimizer(self.critic.parameters(), config.critic_lr)
-        self.alpha_optim = self.optimizer([self.log_alpha], config.alpha_lr)
+        self.alpha_optim = self.optimizer([self.log_alpha], config.alpha_lr, config.alpha_betas, weight_decay=0.0)
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))  # (targets, sources)
+        self.return_normalizer = (
+            ReturnNormalizer(self.num_tasks, config.gamma, config.v_max, self.target_entropy, self.device)
+            if config.return_normalization == "brc"
+            else None
+        )
+        self._reward_divisors: Tensor | None = None  # the last batch's (K,) divisors, logged as reward_scale
         self.set_balancers()
+
+    def observe_rewards(
+        self, task_ids: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+    ) -> None:
+        """Episode returns for `return_normalization=brc` (nothing to keep otherwise)."""
+        if self.return_normalizer is not None:
+            self.return_normalizer.observe(task_ids, rewards, terminated, truncated)
+
+    def normalized(self, batch: Batch) -> Batch:
+        """As Agent.normalized; under `return_normalization=brc` also each task's rewards divided by its divisor
+        at the current temperatures (kept for the metrics as reward_divisor)."""
+        batch = super().normalized(batch)
+        if self.return_normalizer is None:
+            return batch
+        self._reward_divisors = self.return_normalizer.divisors(self.alphas())
+        return dataclasses.replace(batch, reward=batch.reward / self._reward_divisors[batch.task_ids])
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        metrics = super().update(batch)
+        if self._reward_divisors is not None:
+            metrics["reward_divisor"] = self._reward_divisors
+        return metrics
 
     def alphas(self) -> Tensor:
         """(K,) the temperature of each task (detached): one shared value repeated under `shared_alpha`."""
         return self.log_alpha.detach().exp().expand(self.num_tasks)
 
     def td_loss(self, q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-        """Per sample: the twin critics' squared TD errors, summed or averaged (`critic_loss`)."""
+        """Per sample: the twin critics' squared TD errors (categorical: cross-entropies to the target
+        distribution), summed or averaged (`critic_loss`)."""
+        if self.categorical:
+            return self.critic_scale * (categorical.cross_entropy(q1, target) + categorical.cross_entropy(q2, target))
         return self.critic_scale * ((q1 - target).pow(2) + (q2 - target).pow(2))
+
+    def q_value(self, q1: Tensor, q2: Tensor) -> Tensor:
+        """The value the actor maximises: min(Q1, Q2), or a categorical critic's expected value under the twins'
+        mean probabilities (BRC)."""
+        if self.categorical:
+            return categorical.expected_value(categorical.mean_probs(q1, q2), self.atoms)
+        return torch.min(q1, q2)
 
     @property
     def critic_scale(self) -> float:
@@ -162,17 +254,32 @@ class SACAgent(Agent):
         q1, q2 = self.critic_target(next_obs, next_action, task_ids)
         return torch.min(q1, q2) - alpha * next_log_prob
 
+    def next_distribution(
+        self, next_obs: Tensor, task_ids: Tensor, noise: Tensor, alpha: Tensor, reward: Tensor, discount: Tensor
+    ) -> Tensor:
+        """A categorical critic's target: the distribution of r + discount (z - alpha log pi(a'|s')) under the
+        target critics' mean probabilities at a' ~ pi(s'), projected onto the support (BRC update.py:28-46)."""
+        next_action, next_log_prob = self.sample_action(None, next_obs, task_ids, noise)
+        probs = categorical.mean_probs(*self.critic_target(next_obs, next_action, task_ids))
+        values = reward[:, None] + discount[:, None] * (self.atoms - (alpha * next_log_prob)[:, None])
+        return categorical.project(values, probs, self.config.v_min, self.config.v_max)
+
     @torch.no_grad()
     def critic_targets(self, batch: Batch) -> Tensor:
-        """Soft Bellman targets y = r + gamma (1 - terminated) V'(s')."""
+        """Soft Bellman targets y = r + gamma (1 - terminated) V'(s') (categorical: the projected target
+        distributions, (B, atoms))."""
         inputs = {
             "next_obs": batch.next_obs,
             "task_ids": batch.task_ids,
             "noise": torch.randn(len(batch), self.act_dim, device=self.device),
             "alpha": self.alphas()[batch.task_ids],
         }
+        discount = self.config.gamma * (1.0 - batch.terminated)
+        if self.categorical:
+            inputs.update(reward=batch.reward, discount=discount)
+            return self.map_rows(self.next_distribution, inputs, batch.counts)
         value = self.map_rows(self.next_value, inputs, batch.counts)
-        return batch.reward + self.config.gamma * (1.0 - batch.terminated) * value
+        return batch.reward + discount * value
 
     def critic_sample_loss(
         self, params: dict[str, Tensor] | None, obs: Tensor, action: Tensor, task_ids: Tensor, target: Tensor
@@ -192,7 +299,7 @@ class SACAgent(Agent):
         action, log_prob = self.sample_action(params, obs, task_ids, noise)
         frozen = None if params is None else {k: v.detach() for k, v in self.critic.named_parameters()}
         q1, q2 = apply_module(self.critic, frozen, obs, action, task_ids)
-        return alpha * log_prob - torch.min(q1, q2), {"log_prob": log_prob}
+        return alpha * log_prob - self.q_value(q1, q2), {"log_prob": log_prob}
 
     def critic_inputs(self, batch: Batch) -> dict[str, Tensor]:
         """Keyword tensors of `critic_sample_loss` for a batch (subclasses add their own, e.g. CQL's)."""
@@ -318,8 +425,7 @@ class SACAgent(Agent):
     @torch.no_grad()
     def task_q(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> Tensor:
         """min(Q1, Q2) of the current critics."""
-        q1, q2 = self.critic(self.acting.normalize_obs(obs), action, task_ids)
-        return torch.min(q1, q2)
+        return self.q_value(*self.critic(self.acting.normalize_obs(obs), action, task_ids))
 
     # ----- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -335,6 +441,7 @@ class SACAgent(Agent):
             "num_updates": self.num_updates,
             **self.balancer_state(),
             **self.normalizer_state(),
+            **({} if self.return_normalizer is None else {"return_normalizer": self.return_normalizer.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any], networks_only: bool = False) -> None:
@@ -349,6 +456,13 @@ class SACAgent(Agent):
             )
         with torch.no_grad():
             self.log_alpha.copy_(saved.to(self.device))
+        if self.return_normalizer is not None:
+            if "return_normalizer" not in state:
+                raise UserError(
+                    "the checkpoint has no return normaliser; resume with the agent.return_normalization it was "
+                    "trained with"
+                )
+            self.return_normalizer.load_state_dict(state["return_normalizer"])
         if not networks_only:
             load_adam(self.actor_optim, state["actor_optim"])
             load_adam(self.critic_optim, state["critic_optim"])

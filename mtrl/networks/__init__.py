@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .blocks import MLP, TaskConditionedNetwork, TaskLinear
+from .backbone import BACKBONES
+from .blocks import MLP, TaskConditionedNetwork, TaskLinear, check_choice
 from .care import CARENetwork
 from .embedding import EmbeddingNetwork
 from .film import FiLMNetwork
@@ -72,15 +73,23 @@ def make_network(
     num_tasks: int,
     hidden_sizes: Sequence[int],
     task_names: Sequence[str] | None = None,
+    backbone: str = "mlp",
     **options,
 ) -> nn.Module:
-    """Build the task-conditioned network ``name``; see the module docstring."""
+    """Build the task-conditioned network ``name`` with its layer stacks from ``backbone`` (mlp or bronet; the
+    encoders whose layers are their own take mlp only); see the module docstring."""
     cls = _get(name)
+    check_choice("backbone", backbone, BACKBONES)
+    if backbone not in cls.backbones:
+        with_it = ", ".join(n for n, c in _REGISTRY.items() if backbone in c.backbones)
+        raise ValueError(f"backbone={backbone} is not available with encoder {name}; encoders with it: {with_it}")
     allowed = options_of(name)
     for key in options:
         if key not in allowed:
             allowed_txt = ", ".join(allowed) if allowed else "(none)"
             raise ValueError(f"unknown option {key!r} for encoder {name!r}; allowed options: {allowed_txt}")
+    if backbone != "mlp":
+        options["backbone"] = backbone
     return cls(in_dim, out_dim, num_tasks, hidden_sizes, task_names, **options)
 
 

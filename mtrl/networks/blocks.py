@@ -282,6 +282,8 @@ class TaskConditionedNetwork(nn.Module):
     """
 
     name: str = ""
+    #: The backbones (mtrl/networks/backbone.py) this encoder's layer stacks can be built from.
+    backbones: tuple[str, ...] = ("mlp",)
     # Names of parameters (besides those of TaskLinear layers) whose dim 0 indexes the task
     # and whose slice t only ever receives gradient from samples of task t.
     per_task_parameters: tuple[str, ...] = ()
@@ -294,8 +296,10 @@ class TaskConditionedNetwork(nn.Module):
         hidden_sizes: Sequence[int],
         task_names: Sequence[str] | None = None,
         min_hidden_layers: int = 0,
+        backbone: str = "mlp",
     ):
         super().__init__()
+        self.backbone = check_choice("backbone", backbone, self.backbones)
         self.in_dim = check_int("in_dim", in_dim, 1)
         self.out_dim = check_int("out_dim", out_dim, 1)
         self.num_tasks = check_int("num_tasks", num_tasks, 1)

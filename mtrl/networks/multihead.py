@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .blocks import MLP, TaskConditionedNetwork, TaskLinear, task_one_hot
+from .backbone import BACKBONES, body
+from .blocks import TaskConditionedNetwork, TaskLinear, task_one_hot
 
 
 class MultiHeadNetwork(TaskConditionedNetwork):
@@ -18,6 +19,7 @@ class MultiHeadNetwork(TaskConditionedNetwork):
     """
 
     name = "multihead"
+    backbones = BACKBONES
 
     def __init__(
         self,
@@ -26,13 +28,14 @@ class MultiHeadNetwork(TaskConditionedNetwork):
         num_tasks: int,
         hidden_sizes: Sequence[int],
         task_names: Sequence[str] | None = None,
+        backbone: str = "mlp",
         *,
         task_input: bool = False,
     ):
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
+        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names, backbone=backbone)
         self.task_input = bool(task_input)
         trunk_in = self.in_dim + (self.num_tasks if self.task_input else 0)
-        self.trunk = MLP(trunk_in, self.hidden_sizes, activate_last=True)
+        self.trunk = body(self.backbone, trunk_in, self.hidden_sizes, activate_last=True)
         self.heads = TaskLinear(self.num_tasks, self.trunk.out_dim, self.out_dim)
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:

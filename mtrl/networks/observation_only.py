@@ -7,13 +7,15 @@ from collections.abc import Sequence
 
 import torch
 
-from .blocks import MLP, TaskConditionedNetwork
+from .backbone import BACKBONES, body
+from .blocks import TaskConditionedNetwork
 
 
 class ObservationOnlyNetwork(TaskConditionedNetwork):
     """``MLP(x)``: the task ids are accepted (the common signature) and ignored."""
 
     name = "none"
+    backbones = BACKBONES
 
     def __init__(
         self,
@@ -22,9 +24,10 @@ class ObservationOnlyNetwork(TaskConditionedNetwork):
         num_tasks: int,
         hidden_sizes: Sequence[int],
         task_names: Sequence[str] | None = None,
+        backbone: str = "mlp",
     ):
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
-        self.mlp = MLP(self.in_dim, [*self.hidden_sizes, self.out_dim])
+        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names, backbone=backbone)
+        self.mlp = body(self.backbone, self.in_dim, [*self.hidden_sizes, self.out_dim])
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)

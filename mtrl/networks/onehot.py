@@ -6,13 +6,15 @@ from collections.abc import Sequence
 
 import torch
 
-from .blocks import MLP, TaskConditionedNetwork, task_one_hot
+from .backbone import BACKBONES, body
+from .blocks import TaskConditionedNetwork, task_one_hot
 
 
 class OneHotNetwork(TaskConditionedNetwork):
-    """``MLP([x, onehot(task)])`` with ReLU hidden activations and a linear output."""
+    """``MLP([x, onehot(task)])`` with ReLU hidden activations and a linear output (or a BroNet of the same)."""
 
     name = "onehot"
+    backbones = BACKBONES
 
     def __init__(
         self,
@@ -21,9 +23,10 @@ class OneHotNetwork(TaskConditionedNetwork):
         num_tasks: int,
         hidden_sizes: Sequence[int],
         task_names: Sequence[str] | None = None,
+        backbone: str = "mlp",
     ):
-        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names)
-        self.mlp = MLP(self.in_dim + self.num_tasks, [*self.hidden_sizes, self.out_dim])
+        super().__init__(in_dim, out_dim, num_tasks, hidden_sizes, task_names, backbone=backbone)
+        self.mlp = body(self.backbone, self.in_dim + self.num_tasks, [*self.hidden_sizes, self.out_dim])
 
     def _forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         onehot = task_one_hot(task_ids, self.num_tasks, x.dtype, x.shape[0])

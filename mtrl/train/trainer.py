@@ -134,6 +134,7 @@ class Trainer(RunBase):
                 self.learn()  # ... while the agent updates on what was stored before this step
                 out = self.env.step_wait()
                 self.replay.add(out.task_ids, obs, actions, out.reward, self.stored_next_obs(out), out.terminated)
+                self.agent.observe_rewards(out.task_ids, out.reward, out.terminated, out.truncated)
                 obs = out.obs
                 before, self.step = self.step, self.step + len(actions)
                 self.record_episodes(log, out.episodes)
