@@ -12,10 +12,14 @@
 #    2M-vector-step MT10 run and peak GPU memory (benchmarks/gpu_check.py);
 #    then prints the JSON of 1-3 (about 8 minutes with the defaults);
 # 4. experiment=mt10_fast for about FAST_S seconds: env steps/s, updates/s, evaluation success so far
-#    (FAST_OVERRIDES, default eval_every=1000000, makes an evaluation likely within the time box).
+#    (FAST_OVERRIDES, default eval_every=1000000, makes an evaluation likely within the time box);
+# 5. the BRC update at the authors' width (experiment=mt10_brc: 3 x 4096 BroNet critics, 136M parameters, batch
+#    1024; benchmarks/brc_update.py): ms per update as the preset runs it and on equal counts eager / compiled,
+#    compile time, peak GPU memory; at most BRC_S seconds.
 # The last output is one JSON object with everything. Every step runs under `timeout` (SIGINT first: runs stop
 # cleanly); a failed or timed-out step leaves its rc and log file name in the JSON and the next step still runs.
-# Settings (environment): TESTS_S=120 TIMING_S=120 TRAIN_S=180 FAST_S=240 FAST_OVERRIDES=... OUT=<dir> PYTHON=python
+# Settings (environment): TESTS_S=120 TIMING_S=120 TRAIN_S=180 FAST_S=240 BRC_S=240 FAST_OVERRIDES=... OUT=<dir>
+# PYTHON=python
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d -t gpu_check.XXXXXX)}
@@ -24,6 +28,7 @@ TESTS_S=${TESTS_S:-120}
 TIMING_S=${TIMING_S:-120}
 TRAIN_S=${TRAIN_S:-180}
 FAST_S=${FAST_S:-240}
+BRC_S=${BRC_S:-240}
 FAST_OVERRIDES=${FAST_OVERRIDES:-eval_every=1000000}
 mkdir -p "$OUT"
 echo "[gpu_check] writing to $OUT" >&2
@@ -67,8 +72,8 @@ def timing():
     return data
 
 sections = {"tests": tests, "timing": timing, "mt10": lambda: load(out / "train.json"),
-            "mt10_fast": lambda: load(out / "fast.json")}
-steps = {"tests": "tests", "timing": "timing", "mt10": "train", "mt10_fast": "fast"}
+            "mt10_fast": lambda: load(out / "fast.json"), "brc": lambda: load(out / "brc.out")}
+steps = {"tests": "tests", "timing": "timing", "mt10": "train", "mt10_fast": "fast", "brc": "brc"}
 result = {"out": str(out)}
 for part in parts:
     try:
@@ -94,3 +99,6 @@ report tests timing mt10
 run fast "$((FAST_S + 90))" "$PYTHON" benchmarks/gpu_check.py --seconds "$FAST_S" --out "$OUT/fast.json" \
   experiment=mt10_fast device=cuda $FAST_OVERRIDES
 report tests timing mt10 mt10_fast
+
+run brc "$BRC_S" "$PYTHON" benchmarks/brc_update.py --device cuda --updates 20
+report tests timing mt10 mt10_fast brc

@@ -4,6 +4,7 @@ task embedding, the presets; checked against the authors' definitions (naumix/Bi
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from mtrl.io import checkpoint
 from mtrl.networks import make_network
 from mtrl.networks.backbone import BroNet
 from mtrl.train.trainer import Trainer
-from tests.conftest import compose_config, run_cli, smoke_run_config
+from tests.conftest import ROOT, compose_config, run_cli, smoke_run_config
 from tests.test_balanced_training import _replay
 from tests.test_compile import _assert_same_training
 from tests.test_presets import flat_keys, lookup, preset
@@ -415,3 +416,12 @@ def test_brc_presets_build_and_update_at_small_widths(name):
     tasks = 10 if name == "mt10_brc" else 50
     agent = construct_agent(config, [f"task{i}" for i in range(tasks)], OBS, ACT, torch.device("cpu"))
     assert agent.categorical and agent.return_normalizer is not None and agent.config.shared_task_embedding
+
+
+@pytest.mark.parametrize("name", ["mt10_brc", "mt50_brc", "mt10_scaled"])
+def test_new_presets_name_their_sources_and_are_documented(name):
+    lines = (ROOT / "configs" / "experiment" / f"{name}.yaml").read_text().splitlines()
+    body = lines[next(i for i, line in enumerate(lines) if not line.startswith(("#", "defaults", "  - "))) :]
+    values = [line for line in body if re.match(r"\s*\w+: \S", line)]
+    assert values and all("#" in line for line in values), [line for line in values if "#" not in line]
+    assert f"experiment={name}" in (ROOT / "docs" / "presets.md").read_text()
