@@ -99,6 +99,10 @@ def adam_step(optim: torch.optim.Adam, params: list[Tensor], grads: list[Tensor]
     """One step of `optim` (a single-group Adam) on `params` with the given gradients, in place; `traced`: the
     update is compiled (the plan says so), so the step runs the maths torch.compile traces."""
     group = optim.param_groups[0]
+    # autograd.grad can return a gradient in another memory layout than its parameter's (e.g. transposed for
+    # x @ w.t()); the fused kernel assumes the parameter's, so such a gradient is made contiguous first (as
+    # .grad accumulation would).
+    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     states = [optim.state[p] for p in params] if traced else [adam_state(optim, p) for p in params]
     # torch.compile does not trace the fused kernels: a compiled step runs the foreach maths, which it fuses itself.
     fused = bool(group["fused"]) and not traced

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from mtrl import checks
 from mtrl.agents import categorical
 from mtrl.agents.base import Agent, AgentConfig, apply_module, load_modules
+from mtrl.agents.critics import StackedTwinQ, share_task_embedding, stacked_adam_state, twin_critic
 from mtrl.agents.optim import load_adam
 from mtrl.agents.return_norm import ReturnNormalizer
 from mtrl.balancers.objective import BalancedObjective, SampleLoss
@@ -112,35 +113,6 @@ class Temperatures(nn.Module):
         self.log_alpha = nn.Parameter(torch.full((count,), math.log(init_alpha), device=device))
 
 
-class TwinQ(nn.Module):
-    """Two independent Q networks over (obs, action) with the same task conditioning: (B,) Q values each, or with
-    `scalar` False (a categorical critic) (B, atoms) logits each."""
-
-    def __init__(self, q1: nn.Module, q2: nn.Module, scalar: bool = True):
-        super().__init__()
-        self.q1, self.q2 = q1, q2
-        self.scalar = scalar
-
-    def forward(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.cat([obs, action], dim=-1)
-        q1, q2 = self.q1(x, task_ids), self.q2(x, task_ids)
-        return (q1.squeeze(-1), q2.squeeze(-1)) if self.scalar else (q1, q2)
-
-
-def share_task_embedding(critic: TwinQ, actor: nn.Module) -> None:
-    """BRC's task conditioning: one task embedding table for both critics, which the actor reads as a buffer
-    (the same storage: it follows the critics' updates, and the actor's loss does not train it)."""
-    tables = [getattr(net, "embedding", None) for net in (critic.q1, critic.q2, actor)]
-    if not all(isinstance(t, nn.Parameter) for t in tables) or len({tuple(t.shape) for t in tables}) != 1:
-        raise UserError(
-            "agent.shared_task_embedding=true needs encoder=embedding (the same dim) for the actor and the critics"
-        )
-    table = critic.q1.embedding
-    critic.q2.embedding = table
-    del actor._parameters["embedding"]
-    actor.register_buffer("embedding", table.detach())
-
-
 class SACAgent(Agent):
     """Networks, optimisers and per-task losses of multi-task SAC."""
 
@@ -162,10 +134,8 @@ class SACAgent(Agent):
         in_dim = self.obs_dim + self.act_dim
         self.categorical = config.critic_type == "categorical"
         out_dim = config.num_atoms if self.categorical else 1
-        self.critic = TwinQ(
-            *(self.network(self.critic_encoder, in_dim, out_dim, role="critic") for _ in range(2)),
-            scalar=not self.categorical,
-        )
+        twins = [self.network(self.critic_encoder, in_dim, out_dim, role="critic") for _ in range(2)]
+        self.critic = twin_critic(*twins, self.critic_encoder.name, config.backbone, scalar=not self.categorical)
         if config.shared_task_embedding:
             share_task_embedding(self.critic, self.actor)
         self.atoms = categorical.support(config.v_min, config.v_max, config.num_atoms, self.device)
@@ -465,7 +435,10 @@ class SACAgent(Agent):
             self.return_normalizer.load_state_dict(state["return_normalizer"])
         if not networks_only:
             load_adam(self.actor_optim, state["actor_optim"])
-            load_adam(self.critic_optim, state["critic_optim"])
+            critic_optim = state["critic_optim"]
+            if isinstance(self.critic, StackedTwinQ):  # a checkpoint of two separate critics' Adam moments
+                critic_optim = stacked_adam_state(critic_optim, len(self.critic.weights))
+            load_adam(self.critic_optim, critic_optim)
             load_adam(self.alpha_optim, state["alpha_optim"])
             self.num_updates = int(state.get("num_updates", state.get("cql_updates", 0)))
             self.load_balancer_state(state)
