@@ -49,7 +49,7 @@ def test_he_uniform_hidden_weights_zero_biases_small_output_layer(encoder, role)
 def test_agent_builds_its_networks_with_their_roles_output_ranges():
     sac = agent(init="he_uniform")
     assert linear_layers(sac.actor)[-1][0].abs().max() <= 1e-3
-    for q in (sac.critic.member(0), sac.critic.member(1)):
+    for q in (sac.critic.q1, sac.critic.q2):
         weight = linear_layers(q)[-1][0]
         assert 1e-3 < weight.abs().max() <= 3e-3
 

@@ -24,7 +24,7 @@ class ReferenceSAC:
 
     def __init__(self, agent):
         self.actor = copy.deepcopy(agent.actor.mlp)
-        self.q1, self.q2 = copy.deepcopy(agent.critic.member(0)), copy.deepcopy(agent.critic.member(1))
+        self.q1, self.q2 = copy.deepcopy(agent.critic.q1.mlp), copy.deepcopy(agent.critic.q2.mlp)
         self.t1, self.t2 = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
         self.log_alpha = agent.log_alpha.detach().clone().requires_grad_(True)
         self.critic_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=LR)
@@ -88,9 +88,9 @@ def test_update_equals_the_reference_sac():
     critic_target = agent.critic_target
     torch.testing.assert_close(_flat(agent.actor.mlp), _flat(reference.actor), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(
-        _flat(agent.critic.member(0), agent.critic.member(1)), _flat(reference.q1, reference.q2), rtol=1e-4, atol=1e-6
+        _flat(agent.critic.q1.mlp, agent.critic.q2.mlp), _flat(reference.q1, reference.q2), rtol=1e-4, atol=1e-6
     )
     torch.testing.assert_close(
-        _flat(critic_target.member(0), critic_target.member(1)), _flat(reference.t1, reference.t2), rtol=1e-4, atol=1e-6
+        _flat(critic_target.q1.mlp, critic_target.q2.mlp), _flat(reference.t1, reference.t2), rtol=1e-4, atol=1e-6
     )
     torch.testing.assert_close(agent.log_alpha.detach(), reference.log_alpha.detach(), rtol=1e-5, atol=1e-7)

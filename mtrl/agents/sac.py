@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from mtrl import checks
 from mtrl.agents import categorical
 from mtrl.agents.base import Agent, AgentConfig, apply_module, load_modules
-from mtrl.agents.critics import StackedTwinQ, share_task_embedding, stacked_adam_state, twin_critic
+from mtrl.agents.critics import TwinQ, share_task_embedding
 from mtrl.agents.optim import load_adam
 from mtrl.agents.return_norm import ReturnNormalizer
 from mtrl.balancers.objective import BalancedObjective, SampleLoss
@@ -135,7 +135,7 @@ class SACAgent(Agent):
         self.categorical = config.critic_type == "categorical"
         out_dim = config.num_atoms if self.categorical else 1
         twins = [self.network(self.critic_encoder, in_dim, out_dim, role="critic") for _ in range(2)]
-        self.critic = twin_critic(*twins, self.critic_encoder.name, config.backbone, scalar=not self.categorical)
+        self.critic = TwinQ(*twins, scalar=not self.categorical)
         if config.shared_task_embedding:
             share_task_embedding(self.critic, self.actor)
         self.atoms = categorical.support(config.v_min, config.v_max, config.num_atoms, self.device)
@@ -435,10 +435,7 @@ class SACAgent(Agent):
             self.return_normalizer.load_state_dict(state["return_normalizer"])
         if not networks_only:
             load_adam(self.actor_optim, state["actor_optim"])
-            critic_optim = state["critic_optim"]
-            if isinstance(self.critic, StackedTwinQ):  # a checkpoint of two separate critics' Adam moments
-                critic_optim = stacked_adam_state(critic_optim, len(self.critic.weights))
-            load_adam(self.critic_optim, critic_optim)
+            load_adam(self.critic_optim, state["critic_optim"])
             load_adam(self.alpha_optim, state["alpha_optim"])
             self.num_updates = int(state.get("num_updates", state.get("cql_updates", 0)))
             self.load_balancer_state(state)
