@@ -8,8 +8,9 @@ Meta-World tasks under the mtrl protocol (one fixed goal each) with the 200-step
 widths (actor 2 x 64, critics 3 x 128), batch 256, one update per vector step; only `agent.critic_type` and
 `agent.return_normalization` change between the four variants. Runs go to OUT/<variant>/s<seed> as train.py
 subprocesses, `--jobs` at a time with one torch thread each; a finished run is skipped, so the command resumes.
-The summary: per variant, mean success over tasks and seeds at the last evaluation and over the last two, with
-rliable's 95 % stratified bootstrap intervals (mtrl/report/stats.py), and the learning curves.
+The summary: per variant, mean success over tasks and seeds at the last evaluation, over the last two, and of the
+training episodes in the last quarter of the run, with rliable's 95 % stratified bootstrap intervals
+(mtrl/report/stats.py), and the learning curves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine
+from benchmarks.common import commit, machine
 from mtrl.report.stats import interval_estimates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,20 +81,34 @@ def train(variant: str, seed: int, steps: int, out: Path) -> None:
     print(f"{variant} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def training_success(run_dir: Path, after: int) -> list[float]:
+    """Per task: the mean success of the training episodes that ended after env step `after` (many episodes per
+    task, so less noisy than one deterministic evaluation episode)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0}).Reload()
+    return [float(np.mean([e.value for e in acc.Scalars(f"train/success/{t}") if e.step > after])) for t in TASKS]
+
+
 def summarize(out: Path, seeds: list[int], steps: int) -> dict:
-    """Per variant: the final and last-two-evaluations success with 95 % CIs, and the mean curve."""
+    """Per variant: the final and last-two-evaluations success and the training episodes' success over the last
+    quarter of the run, with 95 % CIs, and the mean evaluation curve."""
     result = {}
     for variant in VARIANTS:
-        runs = [evaluations(out / variant / f"s{seed}") for seed in seeds]
-        runs = [r for r in runs if r and r[-1]["env_steps"] >= steps]
-        if not runs:
+        dirs = [out / variant / f"s{seed}" for seed in seeds]
+        done = [(d, evaluations(d)) for d in dirs if d.is_dir()]
+        done = [(d, r) for d, r in done if r and r[-1]["env_steps"] >= steps]
+        if not done:
             continue
+        runs = [r for _, r in done]
         final = np.array([r[-1]["success"] for r in runs])  # (seeds, tasks)
         last_two = np.array([np.mean([e["success"] for e in r[-2:]], axis=0) for r in runs])
+        training = np.array([training_success(d, int(0.75 * steps)) for d, _ in done])
         entry = {"seeds": len(runs)}
-        for name, scores in (("final", final), ("last_two_evaluations", last_two)):
+        measures = (("final", final), ("last_two_evaluations", last_two), ("training_last_quarter", training))
+        for name, scores in measures:
             mean, _ = interval_estimates(scores, reps=2000, seed=0)
-            entry[name] = {"mean": round(mean.point, 4), "ci95": [round(mean.low, 4), round(mean.high, 4)]}
+            entry[name] = {"mean": round(mean.value, 4), "ci95": [round(mean.low, 4), round(mean.high, 4)]}
         entry["per_task_final"] = dict(zip(TASKS, np.round(final.mean(0), 4).tolist()))
         entry["curve"] = [
             {"env_steps": e["env_steps"], "mean_success": round(float(np.mean([r[i]["success"] for r in runs])), 4)}
@@ -106,7 +121,9 @@ def summarize(out: Path, seeds: list[int], steps: int) -> dict:
         "env_steps": steps,
         "seeds": seeds,
         "overrides": BASE,
+        "commit": commit(),
         "machine": machine(),
+        "machine_name": f"{machine()['cpu']}, {machine()['cores']} cores",
         "variants": result,
     }
 

@@ -126,6 +126,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = MODULE.sub(lambda m: module_card(m.group(1), *m.group(2).split()), markdown)
     if "<!-- peer-speed -->" in markdown:
         markdown = markdown.replace("<!-- peer-speed -->", peer_speed_table())
+    if "<!-- critic-comparison -->" in markdown:
+        markdown = markdown.replace("<!-- critic-comparison -->", critic_comparison_table())
     if "<!-- changelog -->" in markdown:
         changelog = (ROOT / "CHANGELOG.md").read_text()
         markdown = markdown.replace("<!-- changelog -->", changelog.split("\n", 1)[1])
@@ -370,6 +372,33 @@ def peer_speed_table() -> str:
                 f"{row['reference_loop_cpu_ms_per_vector_step']} | {row['mtrl_env_steps_per_s']} | "
                 f"{row['reference_env_steps_per_s']} | {row['throughput_ratio']} |"
             )
+    return "\n".join(lines)
+
+
+def critic_comparison_table() -> str:
+    """docs/results/critic_comparison.json as markdown: each variant's success measures with their 95 % CIs."""
+    data = json.loads((ROOT / "docs" / "results" / "critic_comparison.json").read_text())
+    tasks = data["tasks"]
+
+    def cell(measure: dict) -> str:
+        low, high = measure["ci95"]
+        return f"{measure['mean']:.3f} [{low:.3f}, {high:.3f}]"
+
+    lines = [
+        f"{len(tasks)} tasks ({', '.join(tasks)}), {data['env_steps']:,} env steps, seeds "
+        f"{', '.join(map(str, data['seeds']))}; commit `{data.get('commit', '?')}`, {data.get('machine_name', '')}.",
+        "",
+        "| variant | seeds | final evaluation | last two evaluations | training episodes, last quarter | "
+        + " | ".join(f"{t} (final)" for t in tasks)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(tasks),
+    ]
+    for name, entry in data["variants"].items():
+        per_task = " | ".join(f"{entry['per_task_final'][t]:.2f}" for t in tasks)
+        lines.append(
+            f"| `{name}` | {entry['seeds']} | {cell(entry['final'])} | {cell(entry['last_two_evaluations'])} | "
+            f"{cell(entry['training_last_quarter'])} | {per_task} |"
+        )
     return "\n".join(lines)
 
 
