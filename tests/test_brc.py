@@ -26,7 +26,7 @@ from mtrl.io import checkpoint
 from mtrl.networks import make_network
 from mtrl.networks.backbone import BroNet
 from mtrl.train.trainer import Trainer
-from tests.conftest import ROOT, compose_config, run_cli, smoke_run_config
+from tests.conftest import ROOT, assert_one_line_error, compose_config, run_cli, smoke_run_config
 from tests.test_balanced_training import _replay
 from tests.test_compile import _assert_same_training
 from tests.test_presets import flat_keys, lookup, preset
@@ -320,7 +320,7 @@ def test_bad_values_are_one_line_errors(changes, fragment):
 
 
 def test_unbuildable_combinations_are_one_line_errors():
-    with pytest.raises(UserError, match=r"agent.hidden_sizes must be one or more equal widths"):
+    with pytest.raises(UserError, match=r"agent.critic_hidden_sizes must be one or more equal widths"):
         brc_agent(critic_hidden_sizes=[32, 16])
     with pytest.raises(UserError, match="agent.backbone=bronet is not available with encoder moore"):
         brc_agent({"name": "moore"}, shared_task_embedding=False)
@@ -425,3 +425,16 @@ def test_new_presets_name_their_sources_and_are_documented(name):
     values = [line for line in body if re.match(r"\s*\w+: \S", line)]
     assert values and all("#" in line for line in values), [line for line in values if "#" not in line]
     assert f"experiment={name}" in (ROOT / "docs" / "presets.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (["agent.num_atoms=1"], ["agent.num_atoms=1", ">= 2"]),
+        (["agent.backbone=bronet", "encoder=moore"], ["agent.backbone=bronet", "encoder moore", "onehot"]),
+    ],
+)
+def test_train_py_refuses_bad_brc_values_in_one_line(tmp_path, overrides, fragments):
+    proc = run_cli("train.py", "experiment=smoke", f"run_dir={tmp_path / 'run'}", *overrides)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "run").exists()  # refused by the dry build, before the run directory

@@ -89,10 +89,12 @@ def build_network(
     device: torch.device,
     role: str = "actor",
     backbone: str = "mlp",
+    sizes_key: str = "hidden_sizes",
 ) -> nn.Module:
     """A task-conditioned network on `device` with `backbone`'s layer stacks, initialised by `init` (`role`, actor
     or critic, picks he_uniform's output range and orthogonal's log-std rows); a value the network refuses is a
-    one-line UserError naming its option (`encoder.<option>`, `<net>.encoder_options.<option>` or `agent.<option>`)."""
+    one-line UserError naming its option (`encoder.<option>`, `<net>.encoder_options.<option>` or `agent.<option>`;
+    bad widths name `agent.<sizes_key>`, the option they came from)."""
     try:
         net = make_network(
             encoder.name,
@@ -107,8 +109,14 @@ def build_network(
     except UserError:
         raise
     except ValueError as err:
-        where = "agent." if str(err).startswith(("hidden_sizes", "backbone")) else f"{encoder.key}."
-        raise UserError(f"{where}{err} (encoder={encoder.name})") from None
+        text = str(err)
+        if text.startswith("hidden_sizes"):
+            text = f"agent.{sizes_key}{text[len('hidden_sizes') :]}"
+        elif text.startswith("backbone"):
+            text = f"agent.{text}"
+        else:
+            text = f"{encoder.key}.{text}"
+        raise UserError(f"{text} (encoder={encoder.name})") from None
     initialise(net, init, HEAD_BOUNDS[role], log_std_rows=role == "actor")
     return net.to(device)
 

@@ -131,9 +131,11 @@ class Agent:
         """A task-conditioned network on this agent's device, initialised by `config.init` (`role`: actor or
         critic, whose output layers he_uniform initialises at different ranges)."""
         config = self.config
+        own = config.actor_hidden_sizes if role == "actor" else config.critic_hidden_sizes
+        key = "hidden_sizes" if own is None else f"{role}_hidden_sizes"
         sizes = config.network_sizes(role)
         return build_network(
-            encoder, in_dim, out_dim, self.task_names, sizes, config.init, self.device, role, config.backbone
+            encoder, in_dim, out_dim, self.task_names, sizes, config.init, self.device, role, config.backbone, key
         )
 
     def optimizer(
