@@ -18,7 +18,8 @@ from mtrl.errors import UserError
 from mtrl.eval.evaluation import evaluate
 
 
-@pytest.mark.parametrize("name,count", [("mt10", 10), ("mt50", 50)])
+# MT50 takes about a minute to build (Meta-World compiles 50 MuJoCo models), so it runs with the slow tests.
+@pytest.mark.parametrize("name,count", [("mt10", 10), pytest.param("mt50", 50, marks=pytest.mark.slow)])
 def test_benchmark_construction(name, count):
     spec = build_env_spec({"tasks": name, "protocol": "mtrl"}, seed=0)
     assert len(spec.task_names) == count == len(set(spec.task_names))
