@@ -255,7 +255,7 @@ class Agent:
         params = objective.parameters()
         grads = [grads[name] for name in params]
         if clip and self.config.clip_grad_norm is not None:
-            clip_norm_(grads, self.config.clip_grad_norm)
+            clip_norm_(grads, self.config.clip_grad_norm, traced=self.plan.compiled)
         adam_step(optim, list(params.values()), grads, traced=self.plan.compiled)
         objective.after_step(sample_loss, inputs, counts, losses)
         return losses, aux

@@ -30,7 +30,7 @@ and every new count vector would recompile. The choice is made here, once (the a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -64,12 +64,23 @@ def resolve_mode(mode: str, device: torch.device, one_graph: bool = True, planne
     return "default" if one_graph and long_run else "none"
 
 
-def torch_mode(mode: str, device: torch.device, cuda_graphs: bool) -> str:
-    """The torch.compile mode behind one of ours (`cuda_graphs`: whether CUDA graphs may be used)."""
+#: Inductor settings of every CPU compilation: a C++ wrapper calls the kernels (no Python between them), and random
+#: numbers come from ATen's generator, so a compiled update draws exactly the eager update's noise (Inductor's own
+#: per-element random kernels were slower here). Together 0.91x the update at 2 x 64 (benchmarks/compile_cpu.py).
+CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "fallback_random": True}
+
+
+def compile_options(mode: str, device: torch.device, cuda_graphs: bool) -> dict[str, Any]:
+    """torch.compile's keyword arguments for one of our modes (`cuda_graphs`: whether CUDA graphs may be used):
+    a named torch mode on CUDA; on the CPU that mode's Inductor settings plus `CPU_INDUCTOR_OPTIONS`."""
     graphs = cuda_graphs and device.type == "cuda"
     if mode == "max":
-        return "max-autotune" if graphs else "max-autotune-no-cudagraphs"
-    return "reduce-overhead" if graphs else "default"
+        name = "max-autotune" if graphs else "max-autotune-no-cudagraphs"
+    else:
+        name = "reduce-overhead" if graphs else "default"
+    if device.type == "cuda":
+        return {"mode": name}
+    return {"options": {**torch._inductor.list_mode_options(name), **CPU_INDUCTOR_OPTIONS}}
 
 
 def is_static(agent: "Agent") -> bool:
@@ -106,7 +117,7 @@ def compile_update(
     agent.plan_updates(dataclasses.replace(agent.plan, compiled=True))
     static = is_static(agent)
     graphs = cuda_graphs and static and backend == "inductor" and agent.device.type == "cuda"
-    options = {"mode": torch_mode(mode, agent.device, graphs)} if backend == "inductor" else {"backend": backend}
+    options = compile_options(mode, agent.device, graphs) if backend == "inductor" else {"backend": backend}
     compiled = torch.compile(agent.update_step, fullgraph=static, **options)
     if graphs:
         mark_static_tensors(agent)

@@ -132,8 +132,12 @@ def adam_step(optim: torch.optim.Adam, params: list[Tensor], grads: list[Tensor]
 
 
 @torch.no_grad()
-def clip_norm_(grads: list[Tensor], max_norm: float) -> None:
+def clip_norm_(grads: list[Tensor], max_norm: float, traced: bool = False) -> None:
     """Scale `grads` in place so that their joint 2-norm is at most `max_norm` (clip_grad_norm_'s maths,
-    without a host read of the norm)."""
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    without a host read of the norm). `traced`: the norm from sums of squares, which Inductor fuses into its
+    own kernels (it runs `_foreach_norm` as an eager fallback, one call per tensor)."""
+    if traced:
+        total = torch.stack([g.square().sum() for g in grads]).sum().sqrt()
+    else:
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp(max=1.0))
