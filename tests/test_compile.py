@@ -33,9 +33,11 @@ def fresh_compiler():
     torch._dynamo.reset()
 
 
-def _agent(cls=SACAgent, config=SACConfig, encoder="onehot", balancer="uniform", device="cpu", **options):
+def _agent(
+    cls=SACAgent, config=SACConfig, encoder="onehot", balancer="uniform", device="cpu", hidden=(16, 16), **options
+):
     torch.manual_seed(0)
-    agent = cls(OBS, ACT, TASKS, config(hidden_sizes=[16, 16], **options), {"name": encoder}, torch.device(device))
+    agent = cls(OBS, ACT, TASKS, config(hidden_sizes=list(hidden), **options), {"name": encoder}, torch.device(device))
     seeded = {"seed": 0} if "seed" in balancers.options(balancer) else {}  # pcgrad's random task order
     agent.set_balancers(balancers.make(balancer, K, **seeded), balancers.make(balancer, K, **seeded))
     return agent
@@ -149,6 +151,19 @@ def test_compiled_update_equals_eager_on_fixed_batches():
     """aot_eager runs the traced graph (torch.func gradients, functional Adam) op by op: same RNG stream."""
     make = lambda: _agent(actor_update_every=2, critic_target_every=2)  # noqa: E731 (schedules vary)
     _assert_same_training(make, {"backend": "aot_eager"}, [(8, 8, 8)] * 4)
+
+
+def test_every_agent_compiles_its_own_graph_and_a_deeper_one_never_runs_a_shallower_ones():
+    """Each agent compiles its own copy of the update's code (compiled.own_code), so Dynamo's recompile limit
+    (per code object) never makes a later agent of the same process run eagerly; and the update skips Dynamo's
+    module-structure guards (compiled.update_guards), so a deeper agent must not pass a shallower one's guards."""
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(recompile_limit=1):
+        shallow = _agent()
+        shallow.compile("default", backend="aot_eager")
+        shallow.update(_batch())
+        _assert_same_training(lambda: _agent(hidden=(16, 16, 16)), {"backend": "aot_eager"}, [(8, 8, 8)])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 2  # the shallow agent's, the deeper one's
 
 
 def test_an_agent_planned_for_unequal_counts_keeps_the_eager_update_under_compile():
