@@ -8,15 +8,15 @@ the compiled function specialises on (at most four variants for SAC).
 
 Modes:
 - ``none``: eager PyTorch (no compilation).
-- ``default``: CPU: TorchInductor's C++ kernels (``mode="default"``). CUDA: Inductor's kernels replayed
-  as CUDA graphs (``mode="reduce-overhead"``): one graph launch per update instead of ~1,000 kernels.
+- ``default``: CPU: TorchInductor's C++ kernels (``mode="default"``) with `CPU_INDUCTOR_OPTIONS`. CUDA:
+  Inductor's kernels replayed as CUDA graphs (``mode="reduce-overhead"``): one graph launch per update instead of
+  ~1,000 kernels.
 - ``max``: ``mode="max-autotune"`` (CUDA: autotuned GEMMs, plus CUDA graphs); CPU:
   ``"max-autotune-no-cudagraphs"``. Much longer compilation.
 - ``auto``: ``default`` on CUDA. On CPU ``default`` where it is measured to pay: the update is one graph (every
   balancer static: uniform, the default) and the run makes at least `CPU_COMPILE_MIN_UPDATES` updates
-  (compiling costs up to about a minute; `benchmarks/compile_cpu.py` measured the compiled update at 0.69x
-  the eager one at 2 x 64, 0.74x at 2 x 256 and 0.87x at 3 x 400, paying for itself within about 2,300
-  updates); else ``none``.
+  (compiling costs up to about a minute; `benchmarks/compile_cpu.py` measured the compiled update at 0.58x
+  the eager one at 2 x 64 and 0.87x at 3 x 400, paying for itself within about 2,300 updates); else ``none``.
 
 With every network on a static balancer (uniform, the default) the update is compiled with
 ``fullgraph=True``: one graph, no host synchronisation. With other balancers (gradient methods' host
@@ -67,7 +67,7 @@ def resolve_mode(mode: str, device: torch.device, one_graph: bool = True, planne
 
 #: Inductor settings of every CPU compilation: a C++ wrapper calls the kernels (no Python between them), and random
 #: numbers come from ATen's generator, so a compiled update draws exactly the eager update's noise (Inductor's own
-#: per-element random kernels were slower here). Together 0.91x the update at 2 x 64 (benchmarks/compile_cpu.py).
+#: per-element random kernels were slower here). Together 0.91x the update at 2 x 64 (interleaved in one process).
 CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "fallback_random": True}
 
 
