@@ -166,6 +166,29 @@ def test_every_agent_compiles_its_own_graph_and_a_deeper_one_never_runs_a_shallo
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 2  # the shallow agent's, the deeper one's
 
 
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_acting_equals_eager_acting_and_follows_the_updated_weights(backend):
+    """On the CPU a compiled agent acts through a compiled forward (compiled.compile_acting): the same actions, the
+    same noise, and after an update (weights changed in place) the new weights'."""
+    eager, compiled = _foreach_adam(_agent()), _foreach_adam(_agent())
+    compiled.compile("default", backend=backend)
+    assert compiled.acting.actions != compiled.acting.policy.actions
+    obs, ids = np.random.default_rng(0).normal(size=(K, OBS)).astype(np.float32), np.arange(K)
+
+    def same_actions() -> None:
+        for deterministic in (True, False):
+            torch.manual_seed(3)
+            want = eager.act(obs, ids, deterministic)
+            torch.manual_seed(3)
+            np.testing.assert_allclose(compiled.act(obs, ids, deterministic), want, rtol=1e-5, atol=1e-6)
+
+    same_actions()
+    for agent in (eager, compiled):
+        torch.manual_seed(1)
+        agent.update(_batch())
+    same_actions()
+
+
 def test_an_agent_planned_for_unequal_counts_keeps_the_eager_update_under_compile():
     def make():
         agent = _agent()

@@ -9,7 +9,7 @@ through it; `from_checkpoint` builds one from a checkpoint's actor weights alone
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -141,6 +141,7 @@ class ActingPolicy:
         self.obs_normalizer: ObsNormalizer | None = None  # dataset statistics (offline); None: raw observations
         self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA)
         self._task_ids: tuple[np.ndarray, Tensor] | None = None  # the last task ids and their device copy
+        self.actions: Callable[[Tensor, Tensor, bool], Tensor] = policy.actions  # compiled by compile_acting
 
     @property
     def network(self) -> nn.Module:
@@ -174,16 +175,17 @@ class ActingPolicy:
     def act(self, obs: np.ndarray, task_ids: np.ndarray, deterministic: bool) -> np.ndarray:
         """Actions (N, act_dim) for observations (N, obs_dim) of the given task ids (N,)."""
         ids_t = self.device_task_ids(task_ids)
-        if self.device.type != "cpu":
-            return self.policy.act(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic)
-        obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
-        # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self.policy.act(obs_t, ids_t, deterministic)
-        finally:
-            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            if self.device.type != "cpu":
+                return self.actions(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic).cpu().numpy()
+            obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
+            # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self.actions(obs_t, ids_t, deterministic).numpy()
+            finally:
+                torch.set_num_threads(threads)
 
     def device_obs(self, obs: np.ndarray) -> Tensor:
         """Observations on the (CUDA) device through one reused pinned host buffer: an asynchronous copy.

@@ -4,7 +4,8 @@ What is compiled is `Agent.update_step(batch, schedule)`: for SAC the critic ste
 temperature steps and the Polyak update of the targets, optimiser steps included (mtrl/agents/optim.py
 steps Adam on explicit gradients, and static balancers take their gradients from torch.func, so nothing
 breaks the graph). The Python counters stay outside: `Agent.schedule()` turns them into a few booleans
-the compiled function specialises on (at most four variants for SAC).
+the compiled function specialises on (at most four variants for SAC). On the CPU the acting policy's forward is
+compiled with it (`compile_acting`).
 
 Modes:
 - ``none``: eager PyTorch (no compilation).
@@ -41,6 +42,7 @@ from mtrl.config.schema import COMPILE_MODES
 from mtrl.errors import UserError
 
 if TYPE_CHECKING:
+    from mtrl.agents.acting import ActingPolicy
     from mtrl.agents.base import Agent
 
 UpdateStep = Callable[[Batch, tuple[bool, ...]], dict[str, Tensor]]
@@ -138,6 +140,19 @@ def mark_static_tensors(agent: "Agent") -> None:
                         torch._dynamo.mark_static_address(tensor)
 
 
+def compile_acting(acting: "ActingPolicy", mode: str, backend: str = "inductor") -> None:
+    """Compile the acting policy's forward on the CPU (`mode`: default or max) with the update's Inductor settings
+    and guard filter: one graph per deterministic flag and batch shape. On 10 observations it measured 0.10 against
+    0.19 ms eager at 2 x 64 and 0.25 against 0.35 ms at 3 x 400 (one thread, in one process)."""
+    options = compile_options(mode, torch.device("cpu"), False) if backend == "inductor" else {}
+    acting.actions = torch.compile(
+        own_code(acting.policy.actions),
+        fullgraph=True,
+        backend=backend,
+        options={**options, "guard_filter_fn": update_guards},
+    )
+
+
 def compile_update(
     agent: "Agent", mode: str, cuda_graphs: bool = True, backend: str = "inductor", planned_updates: int | None = None
 ) -> UpdateStep:
@@ -150,6 +165,8 @@ def compile_update(
         agent.plan_updates(dataclasses.replace(agent.plan, compiled=False))
         return agent.update_step
     agent.plan_updates(dataclasses.replace(agent.plan, compiled=True))
+    if agent.device.type == "cpu":  # on CUDA acting stays eager (not measured there yet)
+        compile_acting(agent.acting, mode, backend)
     static = is_static(agent)
     graphs = cuda_graphs and static and backend == "inductor" and agent.device.type == "cuda"
     options = compile_options(mode, agent.device, graphs) if backend == "inductor" else {}

@@ -59,10 +59,14 @@ class TanhGaussianPolicy:
         """The deterministic action tanh(mean)."""
         return torch.tanh(self.distribution(params, obs, task_ids)[0])
 
-    @torch.inference_mode()
-    def act(self, obs: Tensor, task_ids: Tensor, deterministic: bool) -> np.ndarray:
+    def actions(self, obs: Tensor, task_ids: Tensor, deterministic: bool) -> Tensor:
         """Actions for a batch of observations: tanh of the mean, or of a sample (no log-probability needed)."""
         mean, log_std = self.distribution(None, obs, task_ids)
         if not deterministic:
             mean = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(mean).cpu().numpy()
+        return torch.tanh(mean)
+
+    @torch.inference_mode()
+    def act(self, obs: Tensor, task_ids: Tensor, deterministic: bool) -> np.ndarray:
+        """`actions` as a host array."""
+        return self.actions(obs, task_ids, deterministic).cpu().numpy()
