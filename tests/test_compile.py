@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mtrl import balancers
-from mtrl.agents import SACAgent, SACConfig
+from mtrl.agents import SACAgent, SACConfig, compiled
 from mtrl.agents.bc import BCAgent, BCConfig
 from mtrl.agents.cql import CQLAgent, CQLConfig
 from mtrl.agents.optim import adam_step, load_adam, make_adam
@@ -151,6 +152,28 @@ def test_compiled_update_equals_eager_on_fixed_batches():
     """aot_eager runs the traced graph (torch.func gradients, functional Adam) op by op: same RNG stream."""
     make = lambda: _agent(actor_update_every=2, critic_target_every=2)  # noqa: E731 (schedules vary)
     _assert_same_training(make, {"backend": "aot_eager"}, [(8, 8, 8)] * 4)
+
+
+def test_a_precompiled_update_has_one_graph_per_schedule_and_stops_when_what_it_read_changes():
+    """On the CPU the one-graph update is compiled ahead of time, one graph per schedule (compiled.PrecompiledGraphs),
+    and called without Dynamo's per-call guards; the guards are still checked on a graph's second call: a value
+    the graph was specialised on (here the discount) changed after compiling is an error, not a stale update."""
+    agent = _agent(actor_update_every=2)
+    agent.compile("default", backend="aot_eager")
+    assert isinstance(agent._update_step, compiled.PrecompiledGraphs)
+    for _ in range(3):
+        agent.update(_batch())
+    assert {key[0][1] for key in agent._update_step.graphs} == {(True, True), (False, True)}
+    agent.config = dataclasses.replace(agent.config, gamma=0.5)
+    with pytest.raises(RuntimeError, match="the compiled update no longer matches what it was compiled for"):
+        agent.update(_batch())
+
+
+def test_without_ahead_of_time_compilation_the_update_is_torch_compiles_guarded_function(monkeypatch):
+    """A torch without `aot_compile` gets torch.compile's usual function (guards checked per call), with a warning."""
+    monkeypatch.setattr(compiled, "can_precompile", lambda fn: False)
+    with pytest.warns(UserWarning, match="has no aot_compile"):
+        _assert_same_training(_agent, {"backend": "aot_eager"}, [(8, 8, 8)] * 2)
 
 
 def test_every_agent_compiles_its_own_graph_and_a_deeper_one_never_runs_a_shallower_ones():
