@@ -164,6 +164,8 @@ def test_a_precompiled_update_has_one_graph_per_schedule_and_stops_when_what_it_
     for _ in range(3):
         agent.update(_batch())
     assert {key[0][1] for key in agent._update_step.graphs} == {(True, True), (False, True)}
+    with pytest.raises(TypeError, match="cannot be copied .its graphs run on its owner."):
+        copy.deepcopy(agent)
     agent.config = dataclasses.replace(agent.config, gamma=0.5)
     with pytest.raises(RuntimeError, match="the compiled update no longer matches what it was compiled for"):
         agent.update(_batch())

@@ -190,6 +190,9 @@ class PrecompiledGraphs:
         (its graphs' guard managers cannot be pickled)."""
         return object, ()
 
+    def __deepcopy__(self, memo: dict) -> "PrecompiledGraphs":
+        raise TypeError(f"a compiled {self.name} cannot be copied (its graphs run on its owner): copy before compiling")
+
     def __call__(self, *args: Any) -> Any:
         key = (signature(args), torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         graph = self.graphs.get(key)
