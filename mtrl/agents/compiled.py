@@ -212,13 +212,13 @@ class PrecompiledGraphs:
 
 
 def can_precompile(fn: Callable) -> bool:
-    """Whether this torch compiles ahead of time (torch.compile's `aot_compile`, torch >= 2.9)."""
+    """Whether this torch compiles ahead of time (torch.compile's `aot_compile`; torch 2.13 has it)."""
     return hasattr(torch.compile(fn), "aot_compile")
 
 
 def precompile(method: Callable, name: str, options: dict[str, Any], backend: str) -> "PrecompiledGraphs | Callable":
-    """`method` (bound) as `PrecompiledGraphs`, or where this torch cannot compile ahead of time (`aot_compile`
-    appeared in torch 2.9) torch.compile's usual guarded function (with a warning)."""
+    """`method` (bound) as `PrecompiledGraphs`, or where this torch cannot compile ahead of time (no `aot_compile`)
+    torch.compile's usual guarded function (with a warning)."""
     if not can_precompile(method.__func__):  # type: ignore[attr-defined]
         warnings.warn(
             f"torch {torch.__version__} has no aot_compile: the compiled {name} checks guards per call", stacklevel=2
