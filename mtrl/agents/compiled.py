@@ -73,7 +73,10 @@ def resolve_mode(mode: str, device: torch.device, one_graph: bool = True, planne
 #: Inductor settings of every CPU compilation: a C++ wrapper calls the kernels (no Python between them), and random
 #: numbers come from ATen's generator, so a compiled update draws exactly the eager update's noise (Inductor's own
 #: per-element random kernels were slower here). Together 0.91x the update at 2 x 64 (interleaved in one process).
-CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "fallback_random": True}
+#: Inductor's tiling heuristics are off: they turn vectorisation off for kernels with many strided loads, and the
+#: policy's per-action sums (rows of act_dim = 4 values, read at strides 4 and 8) then ran as scalar libm exp / log1p
+#: loops (375 of the update's ~6.5 ms at 2 x 64); vectorised across rows they take 120 us (update 0.8x).
+CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "fallback_random": True, "cpp.enable_tiling_heuristics": False}
 
 
 #: Dynamo guards that only re-check the agent's module structure (submodule and parameter dicts, hooks, instance
