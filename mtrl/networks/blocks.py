@@ -16,6 +16,8 @@ from torch import nn
 
 __all__ = [
     "MLP",
+    "ScalarLinear",
+    "linear",
     "TaskLinear",
     "ParallelLinear",
     "ParallelMLP",
@@ -104,6 +106,25 @@ def _linear_init_(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) 
 # ----------------------------------------------------------------------------------------------
 # Layers
 # ----------------------------------------------------------------------------------------------
+class ScalarLinear(nn.Linear):
+    """``nn.Linear`` with one output (a critic's value head), computed as a row-wise dot product with its weight
+    row: compiled, it fuses into the ReLU before it and its backward into the ReLU's, where a one-column GEMM and
+    its backward (an outer product with one inner index, and a one-row weight gradient) were three GEMM calls
+    each costing more than the layer's FLOPs (compiled update 0.95x at 2 x 64, one thread)."""
+
+    def __init__(self, in_features: int, bias: bool = True):
+        super().__init__(in_features, 1, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x * self.weight[0]).sum(-1, keepdim=True)
+        return y if self.bias is None else y + self.bias
+
+
+def linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A dense layer: `ScalarLinear` for one output, else ``nn.Linear`` (the same parameters either way)."""
+    return ScalarLinear(in_dim) if out_dim == 1 else nn.Linear(in_dim, out_dim)
+
+
 class MLP(nn.Module):
     """Linear layers of the given output sizes with ReLU between them.
 
@@ -119,7 +140,7 @@ class MLP(nn.Module):
         self.out_dim = self.sizes[-1] if self.sizes else in_dim
         self.activate_last = activate_last
         dims = [in_dim, *self.sizes]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = len(self.layers)

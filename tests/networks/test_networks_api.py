@@ -12,7 +12,7 @@ from torch.func import functional_call, grad, vmap
 
 import mtrl.networks
 from mtrl.networks import available, make_network, options_of
-from mtrl.networks.blocks import MLP, ParallelLinear, TaskLinear, gram_schmidt
+from mtrl.networks.blocks import MLP, ParallelLinear, ScalarLinear, TaskLinear, gram_schmidt
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(mtrl.networks.__file__).parent / "data"
@@ -185,6 +185,22 @@ def test_mlp_activation_layout():
     # linear output can be negative, hidden layer is ReLU'd
     assert (mlp(torch.ones(1, 3)) < 0).all()
     assert (MLP(3, [4, 5], activate_last=True)(torch.randn(6, 3)) >= 0).all()
+
+
+def test_a_one_output_layer_is_the_dense_layer_as_a_dot_product():
+    torch.manual_seed(0)
+    mlp = MLP(53, [64, 64, 1])
+    assert isinstance(mlp.layers[-1], ScalarLinear) and type(mlp.layers[0]) is torch.nn.Linear
+    head = mlp.layers[-1]
+    x = torch.randn(1280, 64, requires_grad=True)
+    dense = torch.nn.functional.linear(x, head.weight, head.bias)
+    torch.testing.assert_close(head(x), dense, rtol=1e-6, atol=1e-6)
+    upstream = torch.randn(1280, 1)
+    got = torch.autograd.grad((head(x) * upstream).sum(), (x, head.weight, head.bias))
+    want = torch.autograd.grad((dense * upstream).sum(), (x, head.weight, head.bias))
+    for g, w in zip(got, want):  # the weight and bias gradients are sums over 1,280 rows: float32 order noise
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6 * w.abs().max().item())
+    assert set(head.state_dict()) == {"weight", "bias"} and head.weight.shape == (1, 64)
 
 
 # --------------------------------------------------------------------------------------- data
