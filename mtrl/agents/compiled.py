@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable
 import torch
 from torch import Tensor
 
+from mtrl.agents.narrow_matmuls import NarrowMatmuls
 from mtrl.batch import Batch
 from mtrl.config.schema import COMPILE_MODES
 from mtrl.errors import UserError
@@ -76,7 +77,14 @@ def resolve_mode(mode: str, device: torch.device, one_graph: bool = True, planne
 #: Inductor's tiling heuristics are off: they turn vectorisation off for kernels with many strided loads, and the
 #: policy's per-action sums (rows of act_dim = 4 values, read at strides 4 and 8) then ran as scalar libm exp / log1p
 #: loops (375 of the update's ~6.5 ms at 2 x 64); vectorised across rows they take 120 us (update 0.8x).
-CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "fallback_random": True, "cpp.enable_tiling_heuristics": False}
+#: `NarrowMatmuls`: matmuls compute only the columns that are read (the actor step's action gradient), and narrow
+#: ones (the actor's output layer) transposed.
+CPU_INDUCTOR_OPTIONS = {
+    "cpp_wrapper": True,
+    "fallback_random": True,
+    "cpp.enable_tiling_heuristics": False,
+    "post_grad_custom_pre_pass": NarrowMatmuls(),
+}
 
 
 #: Dynamo guards that only re-check the agent's module structure (submodule and parameter dicts, hooks, instance
