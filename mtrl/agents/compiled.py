@@ -74,17 +74,14 @@ def resolve_mode(mode: str, device: torch.device, one_graph: bool = True, planne
 #: Inductor settings of every CPU compilation: a C++ wrapper calls the kernels (no Python between them), and random
 #: numbers come from ATen's generator, so a compiled update draws exactly the eager update's noise (Inductor's own
 #: per-element random kernels were slower here). Together 0.91x the update at 2 x 64 (interleaved in one process).
-#: Inductor's tiling heuristics are off: they turn vectorisation off for kernels with many strided loads, and the
-#: policy's per-action sums (rows of act_dim = 4 values, read at strides 4 and 8) then ran as scalar libm exp / log1p
-#: loops (375 of the update's ~6.5 ms at 2 x 64); vectorised across rows they take 120 us (update 0.8x).
-#: `NarrowMatmuls`: matmuls compute only the columns that are read (the actor step's action gradient), and narrow
-#: ones (the actor's output layer) transposed.
-CPU_INDUCTOR_OPTIONS = {
-    "cpp_wrapper": True,
-    "fallback_random": True,
-    "cpp.enable_tiling_heuristics": False,
-    "post_grad_custom_pre_pass": NarrowMatmuls(),
-}
+CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "fallback_random": True}
+
+#: And of the CPU update's. Inductor's tiling heuristics off: they turn vectorisation off for kernels with many
+#: strided loads, and the policy's per-action sums (rows of act_dim = 4 values, read at strides 4 and 8) then ran as
+#: scalar libm exp / log1p loops (0.37 ms of the ~6.5 ms update at 2 x 64; vectorised across rows 0.12 ms: update
+#: 0.95x). Not for acting, whose 3 x 400 forward they slowed (0.27 against 0.23 ms). `NarrowMatmuls`: matmuls
+#: compute only the columns that are read (the actor step's action gradient), and narrow ones transposed (0.95x).
+CPU_UPDATE_OPTIONS = {"cpp.enable_tiling_heuristics": False, "post_grad_custom_pre_pass": NarrowMatmuls()}
 
 
 #: Dynamo guards that only re-check the agent's module structure (submodule and parameter dicts, hooks, instance
@@ -130,15 +127,16 @@ def own_code(method: Callable) -> Callable:
     return types.MethodType(copy, method.__self__)  # type: ignore[attr-defined]
 
 
-def compile_options(mode: str, device: torch.device, cuda_graphs: bool) -> dict[str, Any]:
+def compile_options(mode: str, device: torch.device, cuda_graphs: bool, update: bool = True) -> dict[str, Any]:
     """torch.compile's `options` for one of our modes (`cuda_graphs`: whether CUDA graphs may be used): the Inductor
-    settings of a torch mode (CPU: plus `CPU_INDUCTOR_OPTIONS`)."""
+    settings of a torch mode (CPU: plus `CPU_INDUCTOR_OPTIONS`, and `CPU_UPDATE_OPTIONS` for an `update`)."""
     graphs = cuda_graphs and device.type == "cuda"
     if mode == "max":
         name = "max-autotune" if graphs else "max-autotune-no-cudagraphs"
     else:
         name = "reduce-overhead" if graphs else "default"
-    return {**torch._inductor.list_mode_options(name), **(CPU_INDUCTOR_OPTIONS if device.type == "cpu" else {})}
+    cpu = {**CPU_INDUCTOR_OPTIONS, **(CPU_UPDATE_OPTIONS if update else {})} if device.type == "cpu" else {}
+    return {**torch._inductor.list_mode_options(name), **cpu}
 
 
 def is_static(agent: "Agent") -> bool:
@@ -241,11 +239,11 @@ def precompile(method: Callable, name: str, options: dict[str, Any], backend: st
 
 
 def compile_acting(acting: "ActingPolicy", mode: str, backend: str = "inductor") -> None:
-    """Compile the acting policy's forward on the CPU (`mode`: default or max) with the update's Inductor settings,
+    """Compile the acting policy's forward on the CPU (`mode`: default or max) with the CPU Inductor settings,
     precompiled: one graph per deterministic flag and batch shape. On 10 observations, each call right after an
     update, it took 0.12 against the guarded compiled forward's 0.18 ms at 2 x 64 and 0.25 against 0.29 ms at
     3 x 400 (one thread, in one process; eager took about twice the compiled time at 2 x 64)."""
-    options = compile_options(mode, torch.device("cpu"), False) if backend == "inductor" else {}
+    options = compile_options(mode, torch.device("cpu"), False, update=False) if backend == "inductor" else {}
     acting.actions = precompile(acting.policy.actions, "acting policy", options, backend)
 
 
