@@ -32,6 +32,7 @@ from common import filled_replay  # noqa: E402
 
 from mtrl.agents.factory import build_agent  # noqa: E402
 from mtrl.config.schema import TrainConfig  # noqa: E402
+from mtrl.runtime import keep_freed_memory  # noqa: E402
 
 TASKS = 10
 
@@ -95,6 +96,7 @@ def warmed_agent(hidden: str, threads: int, compile_mode: str) -> tuple[TrainCon
 
 def update(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
+    keep_freed_memory()  # as the trainer does
     torch.set_num_threads(args.threads)
     config, agent, batch, first = warmed_agent(args.hidden, args.threads, args.compile)
     wait_at_barrier()

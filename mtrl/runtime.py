@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import random
@@ -70,6 +71,26 @@ def seed_everything(seed: int, torch_threads: int = 0) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(torch_threads if torch_threads > 0 else default_threads())
+
+
+#: glibc mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+#: Free memory at the top of the heap beyond this goes back to the system.
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed blocks of up to 32 MB for reuse instead of returning them to the system, which
+    then page-faults them in again: an eager 3 x 400 update allocated 3,000-5,000 fresh pages per update (7-10 ms
+    of system time in ~200 ms, one thread). Freed memory stays with the process (bounded by its peak). Whether it
+    applied (False where the C library has no mallopt: not glibc)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def rng_states() -> dict[str, Any]:

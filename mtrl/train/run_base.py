@@ -25,7 +25,7 @@ from mtrl.io import checkpoint
 from mtrl.io.files import check_directory
 from mtrl.io.logger import RunLogger
 from mtrl.io.run_lock import RunLock
-from mtrl.runtime import rng_states, seed_everything, set_rng_states
+from mtrl.runtime import keep_freed_memory, rng_states, seed_everything, set_rng_states
 from mtrl.train.diagnostics import AffinityMonitor
 from mtrl.train.guard import DivergenceGuard, check_actions, check_finite_state
 
@@ -115,6 +115,7 @@ class RunBase:
         self.resume_state = self._load_resume_state()
         self.lock: RunLock | None = None  # taken by `prepare_directory`, once everything is built
         seed_everything(config.seed, config.torch_threads)
+        keep_freed_memory()
         self.step = 0
         self.stop_requested = False
         self.eval_env: MultiTaskVectorEnv | None = None
