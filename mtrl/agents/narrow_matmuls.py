@@ -88,8 +88,8 @@ def push_down(graph: fx.Graph, node: fx.Node) -> bool:
     if len(source.users) != 1 or source.op != "call_function":
         return False
     replacement = None
-    if source.target == aten.slice.Tensor and last_dim_slice(source) is not None:
-        inner, offset, _ = last_dim_slice(source)
+    if (inner_slice := last_dim_slice(source)) is not None:
+        inner, offset, _ = inner_slice
         replacement = sliced(graph, node, inner, offset + start, offset + stop)
     elif source.target == aten.add.Tensor and not source.kwargs:
         a, b = source.args
