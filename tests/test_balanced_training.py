@@ -154,6 +154,20 @@ def test_smoke_run_with_each_balancer_logs_weights(tmp_path, balancer):
     assert "balancer/critic/conflict_fraction" in tags and "balancer/actor/mean_cosine" in tags
 
 
+@pytest.mark.parametrize(("every", "measured"), [(0, []), (200, [100, 300]), (1, [100, 200, 300])])
+def test_gradient_conflict_is_measured_at_its_own_cadence(tmp_path, every, measured):
+    """`diagnostics.conflict_every` picks the log steps with a conflict pass (the first, then one per period);
+    task weights are logged at every log step regardless."""
+    run_dir = tmp_path / str(every)
+    overrides = ("total_steps=300", "warmup_steps=0", "log_every=100", "checkpoint_every=0", "eval_every=0")
+    Trainer(smoke_run_config(run_dir, f"diagnostics.conflict_every={every}", *overrides), run_dir).run()
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert steps["balancer/critic/weight/reach-v3"] == [100, 200, 300]
+    assert steps.get("balancer/critic/mean_cosine", []) == measured
+    assert steps.get("balancer/actor/conflict_fraction", []) == measured
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("balancer", balancers.available())
 @pytest.mark.parametrize("encoder", encoders())

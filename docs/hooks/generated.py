@@ -206,7 +206,8 @@ def balancer_card(name: str) -> str:
     cost = f"{row[3]} at K = 10, {row[4]} at K = 50" if row else "not measured"
     logs = [
         "`balancer/<net>/grad_norm/<task>`, `balancer/<net>/mean_cosine`, `balancer/<net>/conflict_fraction` and "
-        "the K x K cosine image `balancer/<net>/cosine` (every balancer, at log steps)",
+        "the K x K cosine image `balancer/<net>/cosine` (every balancer, at the log steps `diagnostics.conflict_every` "
+        "picks)",
         "`balancer/<net>/weight/<task>`: the task weights of the last update"
         + (" (constant 1/K)" if cls.static else ""),
     ] + [f"`balancer/<net>/{key}`: this method's own value" for key in extra]

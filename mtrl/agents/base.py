@@ -274,17 +274,18 @@ class Agent:
         adam_step(optim, list(params.values()), [grads[name] for name in params], traced=self.plan.compiled)
         return aux
 
-    def diagnostics(self, batch: Batch) -> dict[str, dict[str, Any]]:
-        """Per network: the balancer's last task weights and the per-task gradient conflict on `batch`."""
-        batch = self.normalized(batch.to(self.device))
-        return {
-            net: {
-                "weights": self.objectives[net].last_weights,
-                "extra": self.objectives[net].balancer.diagnostics(),
-                **self.objectives[net].conflict_stats(loss, inputs, batch.counts),
-            }
-            for net, (loss, inputs) in self.loss_terms(batch).items()
+    def diagnostics(self, batch: Batch, conflict: bool = True) -> dict[str, dict[str, Any]]:
+        """Per network: the balancer's last task weights and, with `conflict`, the per-task gradient conflict on
+        `batch` (an extra per-task gradient pass unless the balancer kept its Gram matrix)."""
+        stats = {
+            net: {"weights": self.objectives[net].last_weights, "extra": self.objectives[net].balancer.diagnostics()}
+            for net in self.networks
         }
+        if conflict:
+            batch = self.normalized(batch.to(self.device))
+            for net, (loss, inputs) in self.loss_terms(batch).items():
+                stats[net].update(self.objectives[net].conflict_stats(loss, inputs, batch.counts))
+        return stats
 
     def task_q(self, obs: Tensor, action: Tensor, task_ids: Tensor) -> Tensor:
         """Q of (s, a) for the given tasks (conservative data sharing filters with it)."""

@@ -149,9 +149,11 @@ class DiagnosticsConfig:
     """Optional measurements during training (cost extra compute)."""
 
     affinity_every: int = 0  # updates between inter-task affinity measurements (0 = off)
+    conflict_every: int = 50_000  # steps (log_every's unit) between per-task gradient-conflict measurements (0 = off)
 
     def __post_init__(self) -> None:
         self.affinity_every = checks.integer("diagnostics.affinity_every", self.affinity_every, 0)
+        self.conflict_every = checks.integer("diagnostics.conflict_every", self.conflict_every, 0)
 
 
 #: How a batch's rows are drawn: `per_task` rows of every task, or uniformly from all tasks' stored transitions.

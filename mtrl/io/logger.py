@@ -149,13 +149,11 @@ class RunLogger:
             self.per_task(f"{prefix}/{name}", vector, step)
 
     def balancer(self, diagnostics: dict[str, dict[str, Any]], step: int) -> None:
-        """Task weights, gradient norms, mean cosine, conflicting-pair fraction and the K x K cosine image."""
+        """Task weights, the method's own values and, where measured, gradient norms, mean cosine, conflicting-pair
+        fraction and the K x K cosine image."""
         for net, stats in diagnostics.items():
             if stats["weights"] is not None:
                 self.per_task(f"balancer/{net}/weight", stats["weights"], step)
-            self.per_task(f"balancer/{net}/grad_norm", stats["norms"], step)
-            self.scalar(f"balancer/{net}/mean_cosine", stats["mean_cosine"], step)
-            self.scalar(f"balancer/{net}/conflict_fraction", stats["conflict_fraction"], step)
             for name, value in stats.get("extra", {}).items():
                 if value is None:
                     continue
@@ -163,8 +161,12 @@ class RunLogger:
                     self.scalar(f"balancer/{net}/{name}", value, step)
                 else:
                     self.per_task(f"balancer/{net}/{name}", value, step)
-            image = ((stats["cosine"].float() + 1.0) / 2.0).unsqueeze(0)  # [-1, 1] -> [0, 1], CHW
-            self.writer.add_image(f"balancer/{net}/cosine", image, step)
+            if "cosine" in stats:
+                self.per_task(f"balancer/{net}/grad_norm", stats["norms"], step)
+                self.scalar(f"balancer/{net}/mean_cosine", stats["mean_cosine"], step)
+                self.scalar(f"balancer/{net}/conflict_fraction", stats["conflict_fraction"], step)
+                image = ((stats["cosine"].float() + 1.0) / 2.0).unsqueeze(0)  # [-1, 1] -> [0, 1], CHW
+                self.writer.add_image(f"balancer/{net}/cosine", image, step)
 
     def episode(self, task_id: int, ret: float, success: bool, step: int) -> None:
         """Record one finished training episode."""

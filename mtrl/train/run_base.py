@@ -196,8 +196,17 @@ class RunBase:
         self.guard.check_growth(self.metrics, self.step_unit, self.step)
         log.metrics(self.agent.name, self.metrics, self.step)
         if self.last_batch is not None:
-            log.balancer(self.agent.diagnostics(self.last_batch), self.step)
+            log.balancer(self.agent.diagnostics(self.last_batch, conflict=self.conflict_due()), self.step)
         self.affinity.log(log, self.step)
+
+    def conflict_due(self) -> bool:
+        """Whether this log step measures gradient conflict: the first log step, then the first one at least
+        `diagnostics.conflict_every` steps after the last measurement (0 = never)."""
+        every = self.config.diagnostics.conflict_every
+        if every == 0 or (self.last_conflict is not None and self.step - self.last_conflict < every):
+            return False
+        self.last_conflict = self.step
+        return True
 
     def attach_agent(self, agent: Agent) -> None:
         """Use `agent` (built by the subclass once dims are known): its guard, affinity monitor and metrics."""
@@ -206,6 +215,7 @@ class RunBase:
         self.affinity = AffinityMonitor(self.config.diagnostics.affinity_every, agent, self.run_dir)
         self.metrics: dict[str, Any] = {}
         self.last_batch: Batch | None = None
+        self.last_conflict: int | None = None  # the step of the last gradient-conflict measurement
 
     def agent_state(self) -> dict[str, Any]:
         """The agent's state for a checkpoint, refused (RunFailed) when the losses diverged or any of it is not
