@@ -56,6 +56,26 @@ def test_update_returns_per_task_vectors_and_changes_parameters():
     assert (metrics["alpha"] != 1.0).all()
 
 
+def test_acting_follows_task_ids_changed_in_place_or_in_dtype():
+    """The acting policy's cached task ids are refreshed whenever the caller's ids change (in place, shape or dtype):
+    its actions always equal the network's mode for the ids given."""
+    agent = _agent()
+    obs = np.random.default_rng(0).normal(size=(K, OBS)).astype(np.float32)
+    ids = np.arange(K)
+
+    def expected(task_ids):
+        rows, ids_t = torch.from_numpy(obs[: len(task_ids)]), torch.as_tensor(task_ids, dtype=torch.long)
+        with torch.no_grad():
+            return agent.policy.mode(None, rows, ids_t).numpy()
+
+    np.testing.assert_allclose(agent.act(obs, ids, deterministic=True), expected([0, 1, 2]), atol=1e-6)
+    ids[0] = 2  # in place: same object, new values
+    np.testing.assert_allclose(agent.act(obs, ids, deterministic=True), expected([2, 1, 2]), atol=1e-6)
+    ids32 = np.array([1, 0, 0], dtype=np.int32)
+    np.testing.assert_allclose(agent.act(obs, ids32, deterministic=True), expected([1, 0, 0]), atol=1e-6)
+    np.testing.assert_allclose(agent.act(obs[:2], ids[:2], deterministic=True), expected([2, 1]), atol=1e-6)
+
+
 @pytest.mark.parametrize("counts", [[16, 16, 16], [10, 0, 22]])
 def test_temperature_losses_use_the_actor_before_its_step(counts):
     agent = _agent()

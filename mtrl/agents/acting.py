@@ -140,7 +140,7 @@ class ActingPolicy:
         self.device = device
         self.obs_normalizer: ObsNormalizer | None = None  # dataset statistics (offline); None: raw observations
         self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA)
-        self._task_ids: tuple[np.ndarray, Tensor] | None = None  # the last task ids and their device copy
+        self._task_ids: tuple[tuple, Tensor] | None = None  # the last task ids (dtype, shape, bytes), their device copy
         self.actions: Callable[[Tensor, Tensor, bool], Tensor] = policy.actions  # compiled by compile_acting
 
     @property
@@ -200,10 +200,13 @@ class ActingPolicy:
         return self._obs_buffer.to(self.device, non_blocking=True)
 
     def device_task_ids(self, task_ids: np.ndarray) -> Tensor:
-        """The task ids on the device, copied only when they change (env slots switch tasks rarely)."""
-        if self._task_ids is None or not np.array_equal(self._task_ids[0], task_ids):
-            ids = np.array(task_ids, dtype=np.int64)  # a copy: the caller may change its array in place
-            self._task_ids = (ids, torch.from_numpy(ids).to(self.device))
+        """The task ids on the device, copied only when they change (env slots switch tasks rarely). They are
+        compared by dtype, shape and bytes: `np.array_equal` took 12 of a 0.19 ms acting call at 3 x 400."""
+        task_ids = np.asarray(task_ids)
+        key = (task_ids.dtype, task_ids.shape, task_ids.tobytes())  # a copy: the caller may change its array
+        if self._task_ids is None or self._task_ids[0] != key:
+            ids = torch.from_numpy(task_ids.astype(np.int64))  # astype copies
+            self._task_ids = (key, ids.to(self.device))
         return self._task_ids[1]
 
     def check_finite(self, where: str) -> None:
