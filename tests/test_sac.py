@@ -56,24 +56,34 @@ def test_update_returns_per_task_vectors_and_changes_parameters():
     assert (metrics["alpha"] != 1.0).all()
 
 
-def test_acting_follows_task_ids_changed_in_place_or_in_dtype():
-    """The acting policy's cached task ids are refreshed whenever the caller's ids change (in place, shape or dtype):
-    its actions always equal the network's mode for the ids given."""
+@pytest.mark.parametrize("compiled", [False, True])
+def test_acting_follows_task_ids_and_observations_changed_in_place_in_dtype_or_in_shape(compiled):
+    """The acting policy's cached task ids, reused observation buffer and (compiled) cached graph key are refreshed
+    whenever the caller's arrays change (in place, shape or dtype): its actions always equal the network's mode."""
     agent = _agent()
+    if compiled:
+        agent.compile("default", backend="aot_eager")
     obs = np.random.default_rng(0).normal(size=(K, OBS)).astype(np.float32)
     ids = np.arange(K)
 
-    def expected(task_ids):
-        rows, ids_t = torch.from_numpy(obs[: len(task_ids)]), torch.as_tensor(task_ids, dtype=torch.long)
+    def check(task_ids, observations=None):
+        observations = obs if observations is None else observations
+        rows = torch.as_tensor(observations[: len(task_ids)], dtype=torch.float32)
         with torch.no_grad():
-            return agent.policy.mode(None, rows, ids_t).numpy()
+            want = agent.policy.mode(None, rows, torch.as_tensor(task_ids, dtype=torch.long)).numpy()
+        got = agent.act(observations[: len(task_ids)], np.asarray(task_ids), deterministic=True)
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
-    np.testing.assert_allclose(agent.act(obs, ids, deterministic=True), expected([0, 1, 2]), atol=1e-6)
+    check(ids)
     ids[0] = 2  # in place: same object, new values
-    np.testing.assert_allclose(agent.act(obs, ids, deterministic=True), expected([2, 1, 2]), atol=1e-6)
-    ids32 = np.array([1, 0, 0], dtype=np.int32)
-    np.testing.assert_allclose(agent.act(obs, ids32, deterministic=True), expected([1, 0, 0]), atol=1e-6)
-    np.testing.assert_allclose(agent.act(obs[:2], ids[:2], deterministic=True), expected([2, 1]), atol=1e-6)
+    check(ids)
+    check(np.array([1, 0, 0], dtype=np.int32))
+    check(ids[:2])
+    obs[1] += 1.0  # the observations in place
+    check(ids)
+    check(ids, obs.astype(np.float64))  # another dtype, copied into the float32 buffer
+    check(ids[:1], obs[:1] * 2.0)  # another shape: a new buffer (and graph)
+    check(ids)
 
 
 @pytest.mark.parametrize("counts", [[16, 16, 16], [10, 0, 22]])

@@ -2,19 +2,20 @@
 
 It holds only what acting needs — the actor network, the tanh-Gaussian head, the observation statistics —
 and moves observations and task ids to its device without per-call overhead (task ids are copied only when
-they change; CUDA observations go through one reused pinned buffer). A learning agent owns one and acts
+they change; observations go through one reused host buffer, pinned for CUDA). A learning agent owns one and acts
 through it; `from_checkpoint` builds one from a checkpoint's actor weights alone (no critics, no optimisers).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mtrl.agents.compiled import PrecompiledGraphs
 from mtrl.agents.obs_norm import ObsNormalizer
 from mtrl.agents.policy import TanhGaussianPolicy
 from mtrl.config.schema import EncoderConfig
@@ -139,9 +140,19 @@ class ActingPolicy:
         self.policy = policy
         self.device = device
         self.obs_normalizer: ObsNormalizer | None = None  # dataset statistics (offline); None: raw observations
-        self._obs_buffer: Tensor | None = None  # pinned host staging of observations (CUDA)
+        self._obs_buffer: tuple[Tensor, np.ndarray] | None = None  # host staging of observations, its numpy view
         self._task_ids: tuple[tuple, Tensor] | None = None  # the last task ids (dtype, shape, bytes), their device copy
-        self.actions: Callable[[Tensor, Tensor, bool], Tensor] = policy.actions  # compiled by compile_acting
+        self._graph_keys: dict[bool, Hashable] = {}  # the precompiled forward's key per deterministic flag
+        self._actions: Callable[[Tensor, Tensor, bool], Tensor] = policy.actions
+
+    @property
+    def actions(self) -> Callable[[Tensor, Tensor, bool], Tensor]:
+        """The forward acting runs: the policy's own, or compiled (`compile_acting`)."""
+        return self._actions
+
+    @actions.setter
+    def actions(self, fn: Callable[[Tensor, Tensor, bool], Tensor]) -> None:
+        self._actions, self._graph_keys = fn, {}
 
     @property
     def network(self) -> nn.Module:
@@ -176,28 +187,44 @@ class ActingPolicy:
         """Actions (N, act_dim) for observations (N, obs_dim) of the given task ids (N,)."""
         ids_t = self.device_task_ids(task_ids)
         with torch.inference_mode():
+            obs_t = self.device_obs(obs)
             if self.device.type != "cpu":
-                return self.actions(self.normalize_obs(self.device_obs(obs)), ids_t, deterministic).cpu().numpy()
-            obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32))
+                return self.actions(self.normalize_obs(obs_t), ids_t, deterministic).cpu().numpy()
             # A batch of one observation per task is latency-bound: one CPU thread avoids OpenMP wake-ups.
             threads = torch.get_num_threads()
+            if threads == 1:
+                return self.cpu_actions(obs_t, ids_t, deterministic)
             torch.set_num_threads(1)
             try:
-                return self.actions(obs_t, ids_t, deterministic).numpy()
+                return self.cpu_actions(obs_t, ids_t, deterministic)
             finally:
                 torch.set_num_threads(threads)
 
-    def device_obs(self, obs: np.ndarray) -> Tensor:
-        """Observations on the (CUDA) device through one reused pinned host buffer: an asynchronous copy.
+    def cpu_actions(self, obs: Tensor, task_ids: Tensor, deterministic: bool) -> np.ndarray:
+        """Actions on the CPU from this policy's own observation and task-id tensors. Their signatures change only
+        when those tensors are replaced, so a precompiled forward's graph key is computed once per replacement."""
+        if self.obs_normalizer is not None or not isinstance(self.actions, PrecompiledGraphs):
+            return self.actions(self.normalize_obs(obs), task_ids, deterministic).numpy()
+        key = self._graph_keys.get(deterministic)
+        if key is None:
+            key = self._graph_keys[deterministic] = self.actions.key(obs, task_ids, deterministic)
+        return self.actions.call(key, obs, task_ids, deterministic).numpy()
 
-        Reusing the buffer is safe because acting reads its actions back right after, which waits for the copy.
+    def device_obs(self, obs: np.ndarray) -> Tensor:
+        """Observations as float32 on the device through one reused host buffer (pinned for CUDA): a copy into it
+        instead of a new tensor per call, and on CUDA an asynchronous copy from it.
+
+        Reusing the buffer is safe because acting reads its actions back before it returns (which on CUDA waits
+        for the copy). Call inside inference mode, as `act` does: the buffer is an inference tensor.
         """
-        if self.device.type != "cuda":
-            return torch.as_tensor(obs, dtype=torch.float32).to(self.device)
-        if self._obs_buffer is None or self._obs_buffer.shape != obs.shape:
-            self._obs_buffer = torch.empty(obs.shape, dtype=torch.float32, pin_memory=True)
-        self._obs_buffer.numpy()[...] = obs
-        return self._obs_buffer.to(self.device, non_blocking=True)
+        obs = np.asarray(obs)
+        if self._obs_buffer is None or self._obs_buffer[0].shape != obs.shape:
+            buffer = torch.empty(obs.shape, dtype=torch.float32, pin_memory=self.device.type == "cuda")
+            self._obs_buffer = (buffer, buffer.numpy())
+            self._graph_keys = {}
+        buffer, view = self._obs_buffer
+        view[...] = obs
+        return buffer if self.device.type == "cpu" else buffer.to(self.device, non_blocking=True)
 
     def device_task_ids(self, task_ids: np.ndarray) -> Tensor:
         """The task ids on the device, copied only when they change (env slots switch tasks rarely). They are
@@ -207,6 +234,7 @@ class ActingPolicy:
         if self._task_ids is None or self._task_ids[0] != key:
             ids = torch.from_numpy(task_ids.astype(np.int64))  # astype copies
             self._task_ids = (key, ids.to(self.device))
+            self._graph_keys = {}
         return self._task_ids[1]
 
     def check_finite(self, where: str) -> None:
